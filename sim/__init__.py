@@ -1,0 +1,1 @@
+"""sim2pi sim package."""
