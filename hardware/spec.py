@@ -53,12 +53,15 @@ class Feature:
             object.__setattr__(self, "names", tuple(self.names))
         if self.units is not None:
             object.__setattr__(self, "units", tuple(self.units))
+        if self.is_vector and self.names is not None and len(self.names) != self.dim:
+            raise ValueError(f"feature '{self.key}': {len(self.names)} names for {self.dim} dimensions")
         for attr in ("low", "high"):
             v = getattr(self, attr)
             if v is not None:
+                n = np.size(v)
+                if n not in (1, self.dim):
+                    raise ValueError(f"feature '{self.key}': {n} {attr} values for {self.dim} dimensions")
                 object.__setattr__(self, attr, tuple(float(x) for x in np.broadcast_to(v, (self.dim,))))
-        if self.is_vector and self.names is not None and len(self.names) != self.dim:
-            raise ValueError(f"feature '{self.key}': {len(self.names)} names for {self.dim} dimensions")
 
     @property
     def is_image(self) -> bool:
@@ -144,7 +147,8 @@ def _from_finite_or_str(v: Sequence[Any] | None) -> tuple[float, ...] | None:
 def vector(key: str, names: Sequence[str], units: Sequence[str], low: Sequence[float],
            high: Sequence[float], doc: str = "", dtype: str = "float32") -> Feature:
     """A 1-D float feature with per-dimension names, units and range."""
-    return Feature(key, dtype, (len(names),), tuple(names), tuple(units), tuple(low), tuple(high), doc)
+    n = max(len(names), len(low), len(high))
+    return Feature(key, dtype, (n,), tuple(names), tuple(units), tuple(low), tuple(high), doc)
 
 
 def image(key: str, height: int, width: int, doc: str = "") -> Feature:
