@@ -1,0 +1,683 @@
+"""SAC + Hindsight Experience Replay for the goal-conditioned rover tasks, tuned for a 2-core CPU.
+
+Why SAC (and not TD3): the reach and push rewards are sparse (-1 until the goal is within 5 cm),
+so exploration is what decides learning speed. SAC's entropy term, with its temperature tuned
+automatically towards a target entropy, keeps exploring without a hand-set noise schedule per task,
+and its actor is a squashed Gaussian whose deterministic output ``tanh(mean)`` is exactly the
+``tanh_gaussian`` head of :class:`agent.policies.Policy`, so the trained actor saves, evaluates and
+exports like any GC-BC policy. TD3's cheaper delayed actor update is matched here by fusing the
+critic, actor and temperature updates into one backward pass and one optimizer step.
+
+Reads top to bottom: :class:`HerConfig` → networks (the actor is an ``agent.policies.Policy``; the
+twin critics are one batched ensemble) → :class:`SacHer` (the update) → :func:`train` (the loop).
+
+What makes it fast on two cores (measure with ``benchmarks/her.py``):
+
+- envs step in a worker process (several per process) *while* the learner takes its gradient steps
+  (``step_async`` → updates → ``step_wait``), so simulation and learning overlap;
+- the update-to-data ratio is a knob: ``utd`` gradient steps per env step, taken in a block every
+  vector step, with all the block's batches sampled and relabeled in one numpy call;
+- the two critics are one ensemble (batched matmuls), critic + actor + temperature are one
+  backward pass and one fused Adam step, target networks are updated with one ``_foreach_lerp_``;
+- small networks and single-threaded torch (``torch.set_num_threads``) — with 256-sample batches
+  more threads cost more in synchronisation than they save.
+
+Hindsight relabeling and demonstrations: see :mod:`agent.her_buffer`. With ``--demos``, demo
+episodes go to their own replay, each batch mixes in ``demo_fraction`` of demo transitions, and the
+actor gets a behaviour-cloning loss on them filtered by the critic (the Q-filter of Nair et al.
+2018: clone the demo action only where the critic rates it above the actor's own action).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agent.her_buffer import HerBatch, EpisodeReplay, EpisodeStager
+from agent.her_envs import EnvFn, GoalObs, LocalEnvs, make_env_batch, make_env_fn
+from agent.policies import GOAL_DELTA, Policy, PolicyConfig
+from hardware.errors import Sim2PiError
+from hardware.spec import Spec
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+def _f(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class HerConfig:
+    """SAC+HER training settings. Every field is a ``sim2pi train her`` option."""
+
+    task: str = _f("reach", "task: reach | push (the sim2pi/Rover*-v0 goal envs)")
+    robot: str = _f("rover", "robot description (YAML path or shipped name)")
+    env_id: str | None = _f(None, "gymnasium env id; default: the task's sim2pi env")
+    seed: int = _f(0, "random seed (envs, sampling, network init)")
+    minutes: float = _f(5.0, "wall-clock training budget in minutes (evaluation time excluded)")
+    total_steps: int = _f(2_000_000, "env-step budget (whichever of minutes/steps ends first)")
+    target_success: float | None = _f(None, "stop as soon as an evaluation reaches this success "
+                                            "rate (e.g. 0.95); None trains for the whole budget")
+    envs: int = _f(8, "parallel envs")
+    workers: int = _f(1, "env worker processes (0 = step envs in the learner's process)")
+    threads: int = _f(1, "torch threads of the learner")
+    # learning
+    gamma: float = _f(0.98, "discount; 50-step horizon for 150-300-step episodes")
+    lr: float = _f(1e-3, "Adam learning rate of actor and critic (rl-zoo FetchReach SAC: 1e-3)")
+    alpha_lr: float = _f(1e-3, "learning rate of the entropy temperature")
+    init_alpha: float = _f(0.1, "initial entropy temperature")
+    target_entropy: float | None = _f(None, "SAC target entropy; None = -action_dim")
+    tau: float = _f(0.05, "Polyak rate of the target critics (HER paper: 0.05)")
+    batch_size: int = _f(256, "transitions per gradient step (RL part; demos are extra)")
+    utd: float = _f(0.5, "gradient steps per env step (update-to-data ratio)")
+    learning_starts: int = _f(2000, "env steps of uniform random actions before learning")
+    buffer_size: int = _f(1_000_000, "replay capacity in transitions")
+    hidden: tuple[int, ...] = _f((128, 128), "widths of the actor's and critics' hidden layers")
+    # hindsight
+    strategy: str = _f("future", "HER goal strategy: future | final | episode | none")
+    her_k: int = _f(4, "relabeled goals per real goal (relabel probability k/(k+1))")
+    terminate_on_success: bool = _f(True, "the env ends episodes on success, so relabeled "
+                                          "successes are terminal (no bootstrapping)")
+    # demonstrations
+    demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
+    demo_fraction: float = _f(0.125, "demo transitions per batch, relative to batch_size "
+                                     "(Nair et al. 2018: 128 demo + 1024 RL)")
+    bc_weight: float = _f(1.0, "weight of the Q-filtered behaviour-cloning loss on demos")
+    q_filter: bool = _f(True, "clone a demo action only where Q(s, a_demo) > Q(s, pi(s))")
+    # evaluation and output
+    eval_every: int = _f(10_000, "env steps between evaluations")
+    eval_episodes: int = _f(50, "deterministic episodes per evaluation")
+    eval_envs: int = _f(10, "envs used for evaluation (in the learner's process)")
+    norm_clip: float = _f(5.0, "clip of normalized inputs in the critic (and std floor 1e-2)")
+    out: str | None = _f(None, "run directory (checkpoint, config, tensorboard)")
+    log_every: float = _f(10.0, "seconds between progress log lines")
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.envs < 1:
+            raise Sim2PiError(f"--envs must be >= 1, got {self.envs}")
+        if not 0.0 < self.gamma < 1.0:
+            raise Sim2PiError(f"gamma must be in (0, 1), got {self.gamma}")
+        if self.utd <= 0:
+            raise Sim2PiError(f"utd (gradient steps per env step) must be > 0, got {self.utd}")
+        if self.batch_size < 2:
+            raise Sim2PiError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.demo_fraction < 0:
+            raise Sim2PiError("demo_fraction must be >= 0")
+        if self.target_success is not None and not 0 < self.target_success <= 1:
+            raise Sim2PiError("target_success must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HerConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks
+
+
+def make_actor(spec: Spec, hidden: Sequence[int]) -> Policy:
+    """The SAC actor: a ``tanh_gaussian`` :class:`~agent.policies.Policy` (history 1)."""
+    return Policy(spec, PolicyConfig(arch="mlp", head="tanh_gaussian", history=1,
+                                     hidden=tuple(hidden), goal_delta=True))
+
+
+class EnsembleCritic(nn.Module):
+    """``n`` Q-networks evaluated together with batched matmuls: input [B, D] → Q [n, B]."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], n: int = 2):
+        super().__init__()
+        sizes = [in_dim, *hidden, 1]
+        self.n = n
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(a)  # nn.Linear's default init range
+            self.weights.append(nn.Parameter(torch.empty(n, a, b).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, b).uniform_(-bound, bound)))
+
+    def forward(self, x: Tensor, detach: bool = False) -> Tensor:
+        """Q-values [n, B]; ``detach`` evaluates with the weights cut from autograd (the actor's
+        loss then trains only the actor)."""
+        h = x.unsqueeze(0).expand(self.n, *x.shape)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if detach:
+                w, b = w.detach(), b.detach()
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = torch.relu(h)
+        return h.squeeze(-1)
+
+
+class RunningStats:
+    """Running mean and variance (parallel-merge formula of Chan et al.) of flat inputs."""
+
+    def __init__(self, dim: int):
+        self.n = 0.0
+        self.mean = np.zeros(dim, np.float64)
+        self.m2 = np.zeros(dim, np.float64)
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).reshape(-1, self.mean.shape[0])
+        nb = x.shape[0]
+        if nb == 0:
+            return
+        mb = x.mean(0)
+        m2b = ((x - mb) ** 2).sum(0)
+        delta = mb - self.mean
+        tot = self.n + nb
+        self.mean = self.mean + delta * nb / tot
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / tot
+        self.n = tot
+
+    def std(self, floor: float = 1e-2) -> np.ndarray:
+        var = self.m2 / max(self.n, 1.0)
+        return np.maximum(np.sqrt(var), floor)
+
+
+class Batch(NamedTuple):
+    """Torch tensors of one gradient step (inputs already normalized)."""
+
+    x: Tensor  # [B, in]: normalized [obs, ag, goal, goal - ag]
+    action: Tensor  # [B, A]
+    reward: Tensor  # [B]
+    next_x: Tensor  # [B, in]
+    not_done: Tensor  # [B]: 1 - terminated
+    is_demo: Tensor  # [B] bool
+
+
+# ----------------------------------------------------------------------------------------------
+# The learner
+
+
+class SacHer:
+    """Actor, critics, temperature and the fused update (see the module docstring)."""
+
+    def __init__(self, spec: Spec, cfg: HerConfig):
+        if spec.goal_keys is None:
+            raise Sim2PiError(f"SAC+HER needs a goal-conditioned spec; task '{spec.task}' has no "
+                              "achieved_goal/desired_goal features")
+        if spec.image_keys:
+            raise Sim2PiError("SAC+HER here is for vector observations; the spec has images "
+                              f"{spec.image_keys}")
+        self.spec, self.cfg = spec, cfg
+        self.obs_dim = spec.observation["observation"].dim
+        self.goal_dim = spec.observation["desired_goal"].dim
+        self.act_dim = spec.action.dim
+        self.actor = make_actor(spec, cfg.hidden)
+        self.layout = list(self.actor.stat_keys)  # input order of the actor's features
+        expected = ["observation", "achieved_goal", "desired_goal", GOAL_DELTA]
+        if self.layout != expected:
+            raise Sim2PiError(f"unexpected policy inputs {self.layout}; SAC+HER expects {expected}")
+        self.in_dim = self.obs_dim + 3 * self.goal_dim  # obs, ag, goal, goal - ag
+        self.critic = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
+        self.critic_target = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
+        self.target_entropy = (-float(self.act_dim) if cfg.target_entropy is None
+                               else cfg.target_entropy)
+        actor_params = list(self.actor.trunk.parameters()) + list(self.actor.head.parameters())
+        groups = [{"params": list(self.critic.parameters()), "lr": cfg.lr},
+                  {"params": actor_params, "lr": cfg.lr},
+                  {"params": [self.log_alpha], "lr": cfg.alpha_lr}]
+        try:
+            self.opt = torch.optim.Adam(groups, fused=True)
+        except (RuntimeError, TypeError):  # fused Adam needs a recent torch on CPU
+            self.opt = torch.optim.Adam(groups, foreach=True)
+        self._online = list(self.critic.parameters())
+        self._target = list(self.critic_target.parameters())
+        self.stats = RunningStats(self.in_dim)
+        self.mean_t = torch.zeros(self.in_dim)
+        self.std_t = torch.ones(self.in_dim)
+        self.updates = 0
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def features(self, obs: np.ndarray, ag: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """The flat (unnormalized) input [obs, ag, goal, goal - ag] in the actor's order."""
+        return np.concatenate([obs, ag, goal, goal - ag], axis=-1).astype(np.float32, copy=False)
+
+    def refresh_stats(self) -> None:
+        """Install the running statistics in the actor (exported with it) and the flat tensors."""
+        mean = self.stats.mean.astype(np.float32)
+        std = self.stats.std().astype(np.float32)
+        od, gd = self.obs_dim, self.goal_dim
+        cuts = np.cumsum([0, od, gd, gd, gd])
+        self.actor.set_stats({k: (mean[cuts[i]:cuts[i + 1]], std[cuts[i]:cuts[i + 1]])
+                              for i, k in enumerate(self.layout)})
+        self.mean_t = torch.from_numpy(mean)
+        self.std_t = torch.from_numpy(std)
+
+    def normalize(self, x: np.ndarray) -> Tensor:
+        return (torch.from_numpy(x) - self.mean_t) / self.std_t
+
+    @torch.no_grad()
+    def act(self, obs: GoalObs, deterministic: bool) -> np.ndarray:
+        """Actions [N, A] for a batch of env observations (same maths as the exported policy)."""
+        x = self.normalize(self.features(obs.observation, obs.achieved_goal, obs.desired_goal))
+        feat = self.actor.trunk(x)
+        if deterministic:
+            u = self.actor.head.decode(feat)
+        else:
+            u, _ = self.actor.head.sample(feat)
+        return self.actor.unnormalize_action(u).numpy()
+
+    def to_batch(self, b: HerBatch, n_demo: int = 0) -> Batch:
+        """Normalize and convert a numpy batch (its last ``n_demo`` rows are demonstrations)."""
+        x = self.features(b.observation, b.achieved_goal, b.desired_goal)
+        nx = self.features(b.next_observation, b.next_achieved_goal, b.desired_goal)
+        n = x.shape[0]
+        is_demo = torch.zeros(n, dtype=torch.bool)
+        if n_demo:
+            is_demo[n - n_demo:] = True
+        clip = self.cfg.norm_clip
+        return Batch(x=self.normalize(x).clamp_(-clip, clip),
+                     action=torch.from_numpy(np.ascontiguousarray(b.action)),
+                     reward=torch.from_numpy(b.reward),
+                     next_x=self.normalize(nx).clamp_(-clip, clip),
+                     not_done=torch.from_numpy(1.0 - b.terminated),
+                     is_demo=is_demo)
+
+    # -- the update -----------------------------------------------------------------------------
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One fused SAC step (critics, actor with optional Q-filtered BC, temperature)."""
+        cfg = self.cfg
+        actor, head = self.actor, self.actor.head
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            na, nlogp = head.sample(actor.trunk(batch.next_x))
+            nq = self.critic_target(torch.cat([batch.next_x, na], -1)).min(0).values
+            target = batch.reward + cfg.gamma * batch.not_done * (nq - alpha * nlogp)
+        q = self.critic(torch.cat([batch.x, batch.action], -1))
+        critic_loss = ((q - target) ** 2).mean(1).sum()
+
+        feat = actor.trunk(batch.x)
+        a_pi, logp = head.sample(feat)
+        q_pi = self.critic(torch.cat([batch.x, a_pi], -1), detach=True).min(0).values
+        actor_loss = (alpha * logp - q_pi).mean()
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        loss = critic_loss + actor_loss + alpha_loss
+        out = {}
+        if cfg.bc_weight > 0 and bool(batch.is_demo.any()):
+            d = batch.is_demo
+            mean_a = head.decode(feat[d])
+            a_demo = batch.action[d]
+            if cfg.q_filter:
+                with torch.no_grad():
+                    xd = batch.x[d]
+                    q_demo = self.critic(torch.cat([xd, a_demo], -1)).min(0).values
+                    q_mean = self.critic(torch.cat([xd, mean_a.detach()], -1)).min(0).values
+                    keep = (q_demo > q_mean).float()
+            else:
+                keep = torch.ones(a_demo.shape[0])
+            bc = (keep * ((mean_a - a_demo) ** 2).sum(-1)).sum() / keep.sum().clamp(min=1.0)
+            loss = loss + cfg.bc_weight * bc
+            out["losses/bc"] = float(bc)
+            out["charts/q_filter_kept"] = float(keep.mean())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target, self._online, cfg.tau)
+        self.updates += 1
+        out.update({"losses/critic": float(critic_loss.detach()),
+                    "losses/actor": float(actor_loss.detach()),
+                    "losses/alpha": float(self.log_alpha.detach().exp()),
+                    "losses/q": float(q.detach().mean()),
+                    "losses/entropy": float(-logp.detach().mean())})
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Demonstrations
+
+
+def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: int,
+                     goal_dim: int, act_dim: int, reward_fn: Any, success_fn: Any) -> EpisodeReplay:
+    """Read demonstration episodes (``deploy.dataset``) into their own HER replay.
+
+    A dataset row holds an observation and the action taken from it, so an episode of ``L`` rows
+    gives ``L - 1`` transitions (the state after the last action is not recorded).
+    """
+    from deploy.dataset import Dataset
+
+    ds = Dataset.open(path)
+    n_eps = _num_episodes(ds)
+    if n_eps == 0:
+        raise Sim2PiError(f"the demo dataset '{path}' has no episodes; record some with "
+                          "`sim2pi record --robot sim --teleop expert`")
+    total = 0
+    episodes = []
+    for i in range(n_eps):
+        ep = ds.episode(i)
+        obs = np.asarray(ep["observation"], np.float32)
+        ag = np.asarray(ep["achieved_goal"], np.float32)
+        dg = np.asarray(ep["desired_goal"], np.float32)
+        act = np.asarray(ep["action"], np.float32)
+        for name, arr, dim in (("observation", obs, obs_dim), ("achieved_goal", ag, goal_dim),
+                               ("action", act, act_dim)):
+            if arr.ndim != 2 or arr.shape[1] != dim:
+                raise Sim2PiError(f"demo episode {i}: '{name}' has shape {arr.shape}, the task "
+                                  f"needs [L, {dim}]; were these demos recorded for this task?")
+        n = obs.shape[0] - 1
+        if n < 1:
+            continue
+        n = min(n, max_steps)
+        episodes.append((obs[: n + 1], ag[: n + 1], dg[:n], act[:n]))
+        total += n
+    replay = EpisodeReplay(obs_dim, goal_dim, act_dim, max_steps, max(total, max_steps) +
+                           max_steps, reward_fn=reward_fn, success_fn=success_fn,
+                           terminate_on_success=cfg.terminate_on_success, strategy=cfg.strategy,
+                           k=cfg.her_k, seed=cfg.seed + 1)
+    for e in episodes:
+        replay.add_episode(*e)
+    log.info("loaded %d demo episodes (%d transitions) from %s", len(episodes), total, path)
+    return replay
+
+
+def _num_episodes(ds: Any) -> int:
+    for attr in ("num_episodes", "n_episodes", "total_episodes"):
+        v = getattr(ds, attr, None)
+        if v is not None:
+            return int(v() if callable(v) else v)
+    return len(ds)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(agent: SacHer, envs: LocalEnvs, episodes: int, seed: int) -> dict[str, float]:
+    """Deterministic success rate and mean return over ``episodes`` (batched over ``envs``)."""
+    n = envs.num_envs
+    successes: list[float] = []
+    returns: list[float] = []
+    lengths: list[int] = []
+    round_ = 0
+    while len(successes) < episodes:
+        obs = envs.reset(seed=seed + 100_003 * round_)
+        round_ += 1
+        active = np.ones(n, bool)
+        ret = np.zeros(n)
+        length = np.zeros(n, int)
+        succ = np.zeros(n, bool)
+        while active.any():
+            envs.step_async(agent.act(obs, deterministic=True))
+            r = envs.step_wait()
+            ret += np.where(active, r.reward, 0.0)
+            length += active
+            done = r.terminated | r.truncated
+            succ |= active & done & r.success
+            active &= ~done
+            obs = r.obs
+        take = min(n, episodes - len(successes))
+        successes += succ[:take].astype(float).tolist()
+        returns += ret[:take].tolist()
+        lengths += length[:take].tolist()
+    return {"success_rate": float(np.mean(successes)), "return": float(np.mean(returns)),
+            "length": float(np.mean(lengths)), "episodes": float(len(successes))}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class HerResult:
+    """What :func:`train` returns."""
+
+    agent: SacHer
+    history: list[dict[str, float]]  # one row per evaluation (time_s, env_steps, success_rate,..)
+    env_steps: int
+    updates: int
+    train_seconds: float  # wall clock, evaluation excluded
+    time_to_target: float | None  # train_seconds when target_success was first reached
+    run: Path | None
+
+
+class _Tb:
+    """TensorBoard scalars when tensorboard is installed, otherwise nothing."""
+
+    def __init__(self, out: Path | None):
+        self.w = None
+        if out is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.w = SummaryWriter(str(out / "tb"))
+            except Exception:  # tensorboard is optional
+                self.w = None
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        if self.w is not None:
+            for k, v in scalars.items():
+                self.w.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.w is not None:
+            self.w.close()
+
+
+def task_setup(cfg: HerConfig) -> tuple[Spec, str, int, Callable[[np.ndarray, np.ndarray],
+                                                                   np.ndarray]]:
+    """(spec, env id, max steps, success test) of the config's sim2pi task."""
+    from hardware.description import load_description
+    from hardware.tasks import is_success, task_info, task_spec
+
+    info = task_info(cfg.task)
+    if not info.goal_conditioned:
+        raise Sim2PiError(f"SAC+HER needs a goal-conditioned task (reach, push), not '{cfg.task}'")
+    desc = load_description(cfg.robot)
+
+    def success(ag: np.ndarray, dg: np.ndarray) -> np.ndarray:
+        return is_success(info.name, ag, dg)
+
+    return task_spec(info.name, desc), cfg.env_id or info.env_id, info.max_steps, success
+
+
+def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = None,
+          max_steps: int | None = None,
+          success_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+          eval_callback: Callable[[dict[str, float]], None] | None = None) -> HerResult:
+    """Train SAC+HER. Without ``env_fn``/``spec``, the config's sim2pi task is used.
+
+    ``env_fn`` must build one goal env (picklable when ``cfg.workers > 0``); ``max_steps`` is its
+    time limit and ``success_fn(achieved, desired)`` its vectorized success test (``None``: derived
+    from the sparse reward).
+    """
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if env_fn is None or spec is None or max_steps is None:
+        spec, env_id, max_steps, success_fn = task_setup(cfg)
+        env_fn = make_env_fn(env_id)
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log.info("SAC+HER config: %s", cfg.to_dict())
+
+    envs = make_env_batch([env_fn] * cfg.envs, cfg.workers)
+    eval_envs = LocalEnvs([env_fn] * cfg.eval_envs) if cfg.eval_episodes > 0 else None
+    tb = _Tb(out)
+    try:
+        agent = SacHer(spec, cfg)
+        od, gd, ad = agent.obs_dim, agent.goal_dim, agent.act_dim
+        replay = EpisodeReplay(od, gd, ad, max_steps, cfg.buffer_size,
+                               reward_fn=envs.compute_reward, success_fn=success_fn,
+                               terminate_on_success=cfg.terminate_on_success,
+                               strategy=cfg.strategy, k=cfg.her_k, seed=cfg.seed)
+        demo = None
+        if cfg.demos:
+            demo = load_demo_replay(cfg.demos, cfg, max_steps, od, gd, ad, envs.compute_reward,
+                                    success_fn)
+            _update_stats_from(agent, demo)
+        n_demo = int(round(cfg.batch_size * cfg.demo_fraction)) if demo is not None else 0
+        stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
+        obs = envs.reset(seed=cfg.seed)
+        stager.start(obs.observation, obs.achieved_goal)
+        agent.stats.update(agent.features(obs.observation, obs.achieved_goal, obs.desired_goal))
+        agent.refresh_stats()
+
+        history: list[dict[str, float]] = []
+        budget = cfg.minutes * 60.0
+        env_steps, credit = 0, 0.0
+        train_time, eval_time = 0.0, 0.0
+        t_start = time.perf_counter()
+        next_eval = cfg.eval_every
+        next_log = cfg.log_every
+        time_to_target: float | None = None
+        recent_success: list[float] = []
+        last_losses: dict[str, float] = {}
+        t_update = 0.0
+        while env_steps < cfg.total_steps:
+            now = time.perf_counter() - t_start - eval_time
+            if now >= budget:
+                break
+            if env_steps < cfg.learning_starts and demo is None:
+                actions = rng.uniform(-1.0, 1.0, (cfg.envs, ad)).astype(np.float32)
+            else:
+                actions = agent.act(obs, deterministic=False)
+            envs.step_async(actions)
+            # Gradient steps while the workers simulate.
+            if env_steps >= cfg.learning_starts and replay.n_transitions > 0:
+                credit += cfg.utd * cfg.envs
+                n_up = int(credit)
+                credit -= n_up
+                if n_up:
+                    t0 = time.perf_counter()
+                    last_losses = _update_block(agent, replay, demo, n_up, cfg.batch_size, n_demo)
+                    t_update += time.perf_counter() - t0
+            r = envs.step_wait()
+            done = r.terminated | r.truncated
+            for ep in stager.step(obs.desired_goal, actions, r.obs.observation,
+                                  r.obs.achieved_goal, done, r.final_obs, r.final_achieved_goal):
+                replay.add_episode(*ep)
+                if agent.updates < 20_000:  # statistics settle early; stop paying for them later
+                    o, a_g, d_g, _ = ep
+                    agent.stats.update(agent.features(o[:-1], a_g[:-1], d_g))
+            if done.any():
+                recent_success += r.success[done].astype(float).tolist()
+                recent_success = recent_success[-100:]
+                if agent.updates < 20_000:
+                    agent.refresh_stats()
+            obs = r.obs
+            env_steps += cfg.envs
+
+            now = time.perf_counter() - t_start - eval_time
+            if now >= next_log:
+                next_log = now + cfg.log_every
+                sps = env_steps / max(now, 1e-9)
+                scalars = {"charts/train_success": float(np.mean(recent_success or [0.0])),
+                           "charts/steps_per_s": sps,
+                           "charts/updates_per_s": agent.updates / max(now, 1e-9),
+                           "charts/update_fraction": t_update / max(now, 1e-9), **last_losses}
+                tb.log(scalars, env_steps)
+                log.info("step %d (%.0f s): %.0f steps/s, %d updates, train success %.2f, "
+                         "critic %.3f, alpha %.3f", env_steps, now, sps, agent.updates,
+                         scalars["charts/train_success"], last_losses.get("losses/critic", 0.0),
+                         last_losses.get("losses/alpha", 0.0))
+            if eval_envs is not None and env_steps >= next_eval:
+                next_eval += cfg.eval_every
+                t0 = time.perf_counter()
+                ev = evaluate(agent, eval_envs, cfg.eval_episodes, cfg.seed + 7)
+                eval_time += time.perf_counter() - t0
+                train_time = time.perf_counter() - t_start - eval_time
+                row = {"time_s": train_time, "env_steps": float(env_steps),
+                       "updates": float(agent.updates), **ev}
+                history.append(row)
+                tb.log({"charts/success_rate": ev["success_rate"],
+                        "charts/eval_return": ev["return"]}, env_steps)
+                log.info("eval at %d steps (%.0f s): success %.2f, return %.1f", env_steps,
+                         train_time, ev["success_rate"], ev["return"])
+                if eval_callback is not None:
+                    eval_callback(row)
+                if (cfg.target_success is not None and time_to_target is None
+                        and ev["success_rate"] >= cfg.target_success):
+                    time_to_target = train_time
+                    break
+        train_time = time.perf_counter() - t_start - eval_time
+        log.info("trained %d env steps, %d updates in %.1f s (%.0f steps/s)", env_steps,
+                 agent.updates, train_time, env_steps / max(train_time, 1e-9))
+        if out is not None:
+            final = history[-1] if history else {}
+            save_run(out, agent, env_steps, final)
+        return HerResult(agent, history, env_steps, agent.updates, train_time, time_to_target, out)
+    finally:
+        envs.close()
+        if eval_envs is not None:
+            eval_envs.close()
+        tb.close()
+
+
+def _update_stats_from(agent: SacHer, replay: EpisodeReplay, n: int = 10_000) -> None:
+    b = replay.sample(min(n, max(replay.n_transitions, 1)))
+    agent.stats.update(agent.features(b.observation, b.achieved_goal, b.desired_goal))
+    agent.refresh_stats()
+
+
+def _update_block(agent: SacHer, replay: EpisodeReplay, demo: EpisodeReplay | None, n_up: int,
+                  batch_size: int, n_demo: int) -> dict[str, float]:
+    """``n_up`` gradient steps; all batches are sampled and relabeled in one numpy call."""
+    big = replay.sample(n_up * batch_size)
+    parts = [big]
+    if demo is not None and n_demo:
+        parts.append(demo.sample(n_up * n_demo))
+    losses: dict[str, float] = {}
+    per = batch_size + (n_demo if len(parts) > 1 else 0)
+    if len(parts) > 1:
+        # interleave: step i gets RL rows [i*B, (i+1)*B) then demo rows [i*D, (i+1)*D)
+        rl, dm = parts
+        cat = HerBatch(*(np.concatenate([a.reshape(n_up, batch_size, *a.shape[1:]),
+                                         b.reshape(n_up, n_demo, *b.shape[1:])], axis=1)
+                         .reshape(n_up * per, *a.shape[1:]) for a, b in zip(rl, dm)))
+    else:
+        cat = big
+    full = agent.to_batch(cat, 0)
+    is_demo = torch.zeros(per, dtype=torch.bool)
+    if len(parts) > 1:
+        is_demo[batch_size:] = True
+    for i in range(n_up):
+        s = slice(i * per, (i + 1) * per)
+        losses = agent.update(Batch(full.x[s], full.action[s], full.reward[s], full.next_x[s],
+                                    full.not_done[s], is_demo))
+    return losses
+
+
+def save_run(out: Path, agent: SacHer, env_steps: int, eval_results: dict[str, float]) -> Path:
+    """Save the actor through :mod:`agent.checkpoint` (+ critics and temperature for resuming)."""
+    from agent.checkpoint import save_checkpoint
+
+    return save_checkpoint(out, agent.actor, algo="sac_her", step=env_steps,
+                           train_config=agent.cfg.to_dict(), dataset=agent.cfg.demos,
+                           seed=agent.cfg.seed, eval_results=eval_results,
+                           trainer_state={"critic": agent.critic.state_dict(),
+                                          "critic_target": agent.critic_target.state_dict(),
+                                          "log_alpha": agent.log_alpha.detach().clone(),
+                                          "optimizer": agent.opt.state_dict(),
+                                          "stats": {"n": agent.stats.n, "mean": agent.stats.mean,
+                                                    "m2": agent.stats.m2},
+                                          "updates": agent.updates})

@@ -1,0 +1,272 @@
+"""Episode replay with Hindsight Experience Replay (HER), relabeled at sample time, in numpy.
+
+Storage is episode-major (``[episode, t, dim]``), like the original HER implementation: a transition
+``t`` of episode ``e`` is ``(obs[e, t], ag[e, t], dg[e, t], action[e, t]) -> (obs[e, t + 1],
+ag[e, t + 1])`` and ``obs[e, length[e]]`` is the observation the episode ended on (the terminal
+one, or the last one before a time-limit truncation). Relabeling happens in :meth:`EpisodeReplay.
+sample`, once per batch, with no Python loop over transitions:
+
+- a transition is drawn uniformly over all stored transitions (episodes weighted by length);
+- with probability ``k / (k + 1)`` its desired goal is replaced by an achieved goal of the *same
+  episode*: ``future`` (a uniformly drawn ``ag[e, t']`` with ``t < t' <= length``), ``final``
+  (``ag[e, length]``) or ``episode`` (any ``ag[e, t']``, ``1 <= t' <= length``);
+- the reward is recomputed for every sampled transition with the env's vectorized
+  ``compute_reward(next_achieved_goal, goal, info)`` (one call per batch);
+- ``terminated`` is recomputed too: when the env ends episodes on success, a transition whose next
+  achieved goal satisfies the (possibly relabeled) goal is terminal, and any other transition is
+  not. Stable-Baselines3's ``HerReplayBuffer`` keeps the stored ``done`` instead (its issue #627),
+  so a relabeled success bootstraps past the end of its episode and a relabeled failure on an
+  episode's last step is wrongly cut off. Time-limit truncation is never terminal: an episode's last
+  stored observation is always bootstrapped from unless the goal is reached there.
+
+Demonstrations go in their own :class:`EpisodeReplay` (so they are never evicted by fresh data and
+can be sampled at a fixed share of each batch, after Nair et al. 2018).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from hardware.errors import Sim2PiError
+
+RewardFn = Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
+"""``compute_reward(achieved_goal, desired_goal, info) -> reward`` over a batch (gymnasium-robotics
+GoalEnv convention; ``info`` is passed as ``None``)."""
+SuccessFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``success(achieved_goal, desired_goal) -> bool`` over a batch."""
+
+STRATEGIES = ("none", "future", "final", "episode")
+
+
+class HerBatch(NamedTuple):
+    """One sampled (and possibly relabeled) batch; arrays are float32 unless noted."""
+
+    observation: np.ndarray  # [B, obs_dim]
+    achieved_goal: np.ndarray  # [B, goal_dim]
+    desired_goal: np.ndarray  # [B, goal_dim]: the goal the transition is judged against
+    action: np.ndarray  # [B, act_dim]
+    reward: np.ndarray  # [B]: compute_reward(next_achieved_goal, desired_goal)
+    next_observation: np.ndarray  # [B, obs_dim]
+    next_achieved_goal: np.ndarray  # [B, goal_dim]
+    terminated: np.ndarray  # [B] float32 0/1: true environment end (never a time limit)
+    relabeled: np.ndarray  # [B] bool: the desired goal was replaced by an achieved one
+    episode: np.ndarray  # [B] int64: episode slot (for tests and diagnostics)
+    t: np.ndarray  # [B] int64: time step within the episode
+    goal_t: np.ndarray  # [B] int64: index of the achieved goal used (-1 when not relabeled)
+
+
+def goal_indices(strategy: str, t: np.ndarray, length: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Indices ``t'`` into an episode's achieved goals ``ag[0..length]`` for relabeling ``t``.
+
+    ``future``: uniform in ``[t + 1, length]``; ``final``: ``length``; ``episode``: uniform in
+    ``[1, length]`` (achieved goals that some transition of the episode produced).
+    """
+    if strategy == "future":
+        return t + 1 + (rng.random(t.shape) * (length - t)).astype(np.int64)
+    if strategy == "final":
+        return length.astype(np.int64).copy()
+    if strategy == "episode":
+        return 1 + (rng.random(t.shape) * length).astype(np.int64)
+    raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
+
+
+def reward_success(reward: np.ndarray) -> np.ndarray:
+    """Default success test from a sparse reward: the gymnasium-robotics convention is 0 on success
+    and -1 otherwise (``hardware.tasks.compute_reward``)."""
+    return np.asarray(reward) > -0.5
+
+
+class EpisodeReplay:
+    """A ring buffer of whole episodes with HER relabeling at sample time (see module docstring).
+
+    Args:
+        obs_dim, goal_dim, act_dim: flat feature sizes.
+        max_steps: the longest episode (the env's time limit).
+        capacity: how many transitions to keep (rounded to whole episodes of ``max_steps``).
+        reward_fn: the env's vectorized ``compute_reward``.
+        success_fn: vectorized success test; ``None`` derives it from the sparse reward
+            (``reward > -0.5``).
+        terminate_on_success: the env ends an episode when its goal is reached, so relabeled
+            successes are terminal. ``False`` for envs that only truncate.
+        strategy: ``none`` | ``future`` | ``final`` | ``episode``.
+        k: relabeled goals per real one (the relabeling probability is ``k / (k + 1)``).
+        seed: for the sampler's generator.
+    """
+
+    def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, max_steps: int, capacity: int,
+                 *, reward_fn: RewardFn, success_fn: SuccessFn | None = None,
+                 terminate_on_success: bool = True, strategy: str = "future", k: int = 4,
+                 seed: int | None = None):
+        if strategy not in STRATEGIES:
+            raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
+        if k < 0:
+            raise Sim2PiError(f"HER k must be >= 0 (relabeled goals per real goal), got {k}")
+        if max_steps < 1:
+            raise Sim2PiError(f"max_steps must be >= 1, got {max_steps}")
+        self.obs_dim, self.goal_dim, self.act_dim = obs_dim, goal_dim, act_dim
+        self.max_steps = int(max_steps)
+        self.n_slots = max(1, int(capacity) // self.max_steps)
+        self.reward_fn = reward_fn
+        self.success_fn = success_fn
+        self.terminate_on_success = terminate_on_success
+        self.strategy = strategy
+        self.k = int(k)
+        self.relabel_prob = 0.0 if strategy == "none" else self.k / (self.k + 1.0)
+        self.rng = np.random.default_rng(seed)
+        n, t1 = self.n_slots, self.max_steps + 1
+        self.obs = np.zeros((n, t1, obs_dim), np.float32)
+        self.ag = np.zeros((n, t1, goal_dim), np.float32)
+        self.dg = np.zeros((n, self.max_steps, goal_dim), np.float32)
+        self.action = np.zeros((n, self.max_steps, act_dim), np.float32)
+        self.length = np.zeros(n, np.int64)  # 0 = empty slot
+        self._next = 0
+        self._cum = np.zeros(n, np.int64)  # cumulative lengths for length-weighted sampling
+        self.n_episodes_added = 0
+
+    # ------------------------------------------------------------------ writing
+    def add_episode(self, obs: np.ndarray, achieved_goal: np.ndarray, desired_goal: np.ndarray,
+                    action: np.ndarray) -> int:
+        """Store one finished episode of ``L`` transitions; returns its slot.
+
+        ``obs`` and ``achieved_goal`` have ``L + 1`` rows (the last is the final observation),
+        ``action`` has ``L`` rows and ``desired_goal`` ``L`` rows or a single goal.
+        """
+        obs = np.asarray(obs, np.float32).reshape(-1, self.obs_dim)
+        ag = np.asarray(achieved_goal, np.float32).reshape(-1, self.goal_dim)
+        act = np.asarray(action, np.float32).reshape(-1, self.act_dim)
+        length = act.shape[0]
+        if length < 1:
+            raise Sim2PiError("an episode needs at least one transition")
+        if length > self.max_steps:
+            raise Sim2PiError(f"episode of {length} steps is longer than max_steps={self.max_steps}")
+        if obs.shape[0] != length + 1 or ag.shape[0] != length + 1:
+            raise Sim2PiError(f"an episode of {length} actions needs {length + 1} observations and "
+                              f"achieved goals (the final one included); got {obs.shape[0]} and "
+                              f"{ag.shape[0]}")
+        dg = np.broadcast_to(np.asarray(desired_goal, np.float32).reshape(-1, self.goal_dim),
+                             (length, self.goal_dim))
+        slot = self._next
+        self.obs[slot, : length + 1] = obs
+        self.ag[slot, : length + 1] = ag
+        self.dg[slot, :length] = dg
+        self.action[slot, :length] = act
+        self.length[slot] = length
+        self._next = (slot + 1) % self.n_slots
+        np.cumsum(self.length, out=self._cum)
+        self.n_episodes_added += 1
+        return slot
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def n_transitions(self) -> int:
+        """Transitions currently stored."""
+        return int(self._cum[-1])
+
+    @property
+    def n_episodes(self) -> int:
+        """Episodes currently stored."""
+        return int(np.count_nonzero(self.length))
+
+    def __len__(self) -> int:
+        return self.n_transitions
+
+    def sample(self, batch_size: int) -> HerBatch:
+        """Draw ``batch_size`` transitions uniformly and relabel them (see the module docstring)."""
+        total = self.n_transitions
+        if total == 0:
+            raise Sim2PiError("the replay buffer is empty: collect at least one episode first")
+        rng = self.rng
+        flat = (rng.random(batch_size) * total).astype(np.int64)
+        ep = np.searchsorted(self._cum, flat, side="right")
+        start = self._cum[ep] - self.length[ep]
+        t = flat - start
+        length = self.length[ep]
+        relabel = rng.random(batch_size) < self.relabel_prob
+        goal_t = np.full(batch_size, -1, np.int64)
+        if relabel.any():
+            goal_t[relabel] = goal_indices(self.strategy, t[relabel], length[relabel], rng)
+        goal = self.dg[ep, t]
+        if relabel.any():
+            goal[relabel] = self.ag[ep[relabel], goal_t[relabel]]
+        next_ag = self.ag[ep, t + 1]
+        reward = np.asarray(self.reward_fn(next_ag, goal, None), np.float32).reshape(batch_size)
+        if self.terminate_on_success:
+            success = (self.success_fn(next_ag, goal) if self.success_fn is not None
+                       else reward_success(reward))
+            terminated = np.asarray(success, np.float32).reshape(batch_size)
+        else:
+            terminated = np.zeros(batch_size, np.float32)
+        return HerBatch(
+            observation=self.obs[ep, t],
+            achieved_goal=self.ag[ep, t],
+            desired_goal=goal,
+            action=self.action[ep, t],
+            reward=reward,
+            next_observation=self.obs[ep, t + 1],
+            next_achieved_goal=next_ag,
+            terminated=terminated,
+            relabeled=relabel,
+            episode=ep,
+            t=t,
+            goal_t=goal_t,
+        )
+
+
+class EpisodeStager:
+    """Collects the transitions of ``n_envs`` parallel episodes until each ends, vectorized.
+
+    Call :meth:`start` with the first observations, then :meth:`step` after every vector-env step;
+    it returns the episodes that ended as ``(obs, achieved_goal, desired_goal, action)`` tuples ready
+    for :meth:`EpisodeReplay.add_episode`. ``final_*`` are the last observations of the envs that
+    ended (before the autoreset replaced them with the next episode's first observation).
+    """
+
+    def __init__(self, n_envs: int, obs_dim: int, goal_dim: int, act_dim: int, max_steps: int):
+        self.n = n_envs
+        self.max_steps = max_steps
+        self.obs = np.zeros((n_envs, max_steps + 1, obs_dim), np.float32)
+        self.ag = np.zeros((n_envs, max_steps + 1, goal_dim), np.float32)
+        self.dg = np.zeros((n_envs, max_steps, goal_dim), np.float32)
+        self.action = np.zeros((n_envs, max_steps, act_dim), np.float32)
+        self.t = np.zeros(n_envs, np.int64)
+        self._rows = np.arange(n_envs)
+
+    def start(self, obs: np.ndarray, achieved_goal: np.ndarray) -> None:
+        """Record the first observation of every env's episode."""
+        self.t[:] = 0
+        self.obs[:, 0] = obs
+        self.ag[:, 0] = achieved_goal
+
+    def step(self, desired_goal: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
+             next_achieved_goal: np.ndarray, done: np.ndarray, final_obs: np.ndarray,
+             final_achieved_goal: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+        """Append one step for every env; returns the finished episodes.
+
+        ``next_obs`` / ``next_achieved_goal`` are what the vector env returned (already the next
+        episode's first observation where ``done``); ``final_*`` hold the true last observation in
+        the rows where ``done`` (other rows are ignored).
+        """
+        rows, t = self._rows, self.t
+        if np.any(t >= self.max_steps):
+            raise Sim2PiError(f"an episode ran past max_steps={self.max_steps}; is the env's time "
+                              "limit larger than the task's?")
+        self.dg[rows, t] = desired_goal
+        self.action[rows, t] = action
+        last_obs = np.where(done[:, None], final_obs, next_obs)
+        last_ag = np.where(done[:, None], final_achieved_goal, next_achieved_goal)
+        self.obs[rows, t + 1] = last_obs
+        self.ag[rows, t + 1] = last_ag
+        self.t += 1
+        out = []
+        for i in np.flatnonzero(done):
+            n = int(self.t[i])
+            out.append((self.obs[i, : n + 1].copy(), self.ag[i, : n + 1].copy(),
+                        self.dg[i, :n].copy(), self.action[i, :n].copy()))
+            self.t[i] = 0
+            self.obs[i, 0] = next_obs[i]
+            self.ag[i, 0] = next_achieved_goal[i]
+        return out

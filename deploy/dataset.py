@@ -1,0 +1,1225 @@
+"""Episode datasets in the LeRobot v3.0 layout: a crash-safe writer and a numpy reader.
+
+Layout (what ``LeRobotDataset`` opens)::
+
+    DIR/meta/info.json                      codebase_version "v3.0", fps, features, counters, paths
+    DIR/meta/stats.json                     stats/<feature>/<stat> aggregated over all episodes
+    DIR/meta/tasks.parquet                  one row per task string (pandas index "task"), task_index
+    DIR/meta/episodes/chunk-XXX/file-XXX.parquet    one row per episode (row k is episode k)
+    DIR/data/chunk-XXX/file-XXX.parquet             frames: the non-video features, in info order
+    DIR/videos/<key>/chunk-XXX/file-XXX.mp4         camera frames, h264/yuv420p, frame k at k/fps
+    DIR/meta/sim2pi.json                    sim2pi's own copy of the spec and settings (for repair)
+    DIR/meta/writer.lock                    flock held by the one writer
+
+Columns: the spec's observation features under their ``dataset_key`` (``observation.state``,
+``observation.achieved_goal``, ``observation.desired_goal``, ``observation.task_id``, video
+``observation.images.front``), ``action`` (what the command source asked for: for the scripted expert
+that is the executed, noise-included action), ``action_applied`` (after the safety layer),
+``next.reward``, ``next.success``, ``next.done``, ``intervention`` (a human took over from a policy),
+and LeRobot's ``timestamp`` (= frame_index / fps), ``frame_index``, ``episode_index``, ``index``,
+``task_index``. ``info.json`` also carries ``sim2pi`` = {spec, robot_hash, robot description, encoder
+settings} so readers get the spec back.
+
+Crash safety, by construction. Files are numbered by *slot* s (chunk s // 1000, file s % 1000); a
+recorded episode gets the next free slot for its data file, its video files and its episode-metadata
+file. ``save_episode`` writes each file under a temporary name (``file-XXX.parquet.tmp``: it does not
+end in ``.parquet``, does not start with a dot and sits beside its final name, so LeRobot's
+``sorted(glob("*/*.parquet"))`` never sees it), fsyncs it and renames it, in this order: data, videos,
+tasks.parquet (only for a new task), the episode-metadata file (**the commit point**), then
+``stats.json`` and ``info.json`` (write, fsync, ``os.replace``, fsync the directory), both derived from
+the committed episode rows. :func:`recover` (run by :meth:`DatasetWriter.open` and, when no writer
+holds the lock, by :meth:`Dataset.open`) removes temporary files and files of an uncommitted episode,
+and rewrites the derived metadata from the committed rows; :func:`repair` rebuilds all metadata from
+the data and video files; :func:`compact` merges episodes into few large files (crash-safe too: the
+new episode-metadata file supersedes the old ones, the file with the highest slot wins a duplicate).
+
+Reading: :class:`Dataset` (numpy only, no torch) is the one reader BC and HER training use::
+
+    ds = Dataset.open("runs/demos")
+    ep = ds.episode(0)
+    ep["observation"], ep["action"], ep["image"]   # (T, 6) float32, (T, 2) float32, (T, H, W, 3) uint8
+    ep.task_text                                   # the task string
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deploy.video import (
+    QUANTILE_KEYS,
+    QUANTILES,
+    EncoderSettings,
+    ImageStats,
+    VideoEncoder,
+    concat_videos,
+    decode_frames,
+    fsync_file,
+    probe_video,
+    video_info,
+)
+from hardware.errors import DatasetError, SpecMismatch
+from hardware.spec import Feature, Spec
+
+logger = logging.getLogger(__name__)
+
+CODEBASE_VERSION = "v3.0"
+CHUNKS_SIZE = 1000  # files per chunk folder: file-000 .. file-999, then the next chunk
+DATA_FILES_SIZE_IN_MB = 100
+VIDEO_FILES_SIZE_IN_MB = 500
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+SIM2PI_PATH = "meta/sim2pi.json"
+LOCK_PATH = "meta/writer.lock"
+EPISODES_DIR = "meta/episodes"
+DATA_DIR = "data"
+VIDEO_DIR = "videos"
+CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
+DATA_PATH = DATA_DIR + "/" + CHUNK_FILE + ".parquet"
+VIDEO_PATH = VIDEO_DIR + "/{video_key}/" + CHUNK_FILE + ".mp4"
+EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE + ".parquet"
+TMP_SUFFIX = ".tmp"
+QUARANTINE_DIR = "quarantine"
+_CHUNK_RE = re.compile(r"^chunk-(\d{3})$")
+_FILE_RE = re.compile(r"^file-(\d{3})\.(parquet|mp4)$")
+
+# LeRobot adds these to every dataset (dtype, shape, names).
+DEFAULT_FEATURES: dict[str, dict[str, Any]] = {
+    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+    "index": {"dtype": "int64", "shape": [1], "names": None},
+    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+}
+# frame / episode key -> dataset column, besides the spec's observation features
+EXTRA_COLUMNS = {
+    "action": "action",
+    "action_applied": "action_applied",
+    "reward": "next.reward",
+    "success": "next.success",
+    "done": "next.done",
+    "intervention": "intervention",
+}
+OPTIONAL_FRAME_KEYS = {"action_applied", "intervention"}
+STAT_KEYS = ("min", "max", "mean", "std", "count", *QUANTILE_KEYS)
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+
+
+def slot_to_chunk_file(slot: int) -> tuple[int, int]:
+    """Slot s lives in chunk s // 1000, file s % 1000."""
+    return slot // CHUNKS_SIZE, slot % CHUNKS_SIZE
+
+
+def chunk_file_to_slot(chunk_index: int, file_index: int) -> int:
+    return int(chunk_index) * CHUNKS_SIZE + int(file_index)
+
+
+def data_rel(slot: int) -> str:
+    c, f = slot_to_chunk_file(slot)
+    return DATA_PATH.format(chunk_index=c, file_index=f)
+
+
+def video_rel(key: str, slot: int) -> str:
+    c, f = slot_to_chunk_file(slot)
+    return VIDEO_PATH.format(video_key=key, chunk_index=c, file_index=f)
+
+
+def episodes_rel(slot: int) -> str:
+    c, f = slot_to_chunk_file(slot)
+    return EPISODES_PATH.format(chunk_index=c, file_index=f)
+
+
+def tmp_path(path: Path) -> Path:
+    """The temporary name of ``path``: same folder, ``.tmp`` appended (never ``*.parquet``)."""
+    return path.with_name(path.name + TMP_SUFFIX)
+
+
+def fsync_dir(path: str | Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_file(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it to ``final`` and fsync the folder."""
+    fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write, fsync, ``os.replace``, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=4, ensure_ascii=False) + "\n").encode())
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    pq.write_table(table, tmp, compression="snappy")
+    commit_file(tmp, path)
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# features and schemas
+
+
+def build_features(spec: Spec) -> dict[str, dict[str, Any]]:
+    """LeRobot feature dicts for ``spec``, in column order: observations (spec order), action,
+    action_applied, next.reward, next.success, next.done, intervention, then LeRobot's defaults."""
+    feats: dict[str, dict[str, Any]] = {}
+    for f in spec.observation.values():
+        if f.is_image:
+            feats[f.dataset_key] = {"dtype": "video", "shape": list(f.shape),
+                                    "names": ["height", "width", "channels"], "info": None}
+        else:
+            feats[f.dataset_key] = {"dtype": f.dtype, "shape": list(f.shape),
+                                    "names": list(f.names) if f.names else None}
+    a = spec.action
+    names = list(a.names) if a.names else None
+    feats["action"] = {"dtype": a.dtype, "shape": list(a.shape), "names": names}
+    feats["action_applied"] = {"dtype": a.dtype, "shape": list(a.shape), "names": names}
+    feats["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
+    feats["next.success"] = {"dtype": "bool", "shape": [1], "names": None}
+    feats["next.done"] = {"dtype": "bool", "shape": [1], "names": None}
+    feats["intervention"] = {"dtype": "bool", "shape": [1], "names": None}
+    for k, v in DEFAULT_FEATURES.items():
+        feats[k] = dict(v)
+    return feats
+
+
+def frame_columns(spec: Spec) -> dict[str, str]:
+    """Reader / frame key -> dataset column (spec keys, then the extra keys)."""
+    cols = {k: f.dataset_key for k, f in spec.observation.items()}
+    cols.update(EXTRA_COLUMNS)
+    return cols
+
+
+def _arrow_scalar(dtype: str) -> pa.DataType:
+    if dtype == "bool":
+        return pa.bool_()
+    return pa.from_numpy_dtype(np.dtype(dtype))
+
+
+def data_schema(features: Mapping[str, Mapping[str, Any]]) -> pa.Schema:
+    """Arrow schema of a data file: the non-video features in order; shape (1,) is a scalar
+    column, shape (D,) a fixed-size list of D values (what HF ``datasets`` makes of
+    ``Sequence(length=D)``)."""
+    fields = []
+    for key, ft in features.items():
+        if ft["dtype"] in ("video", "image"):
+            continue
+        shape = tuple(ft["shape"])
+        t = _arrow_scalar(ft["dtype"])
+        if shape == (1,):
+            fields.append(pa.field(key, t))
+        elif len(shape) == 1:
+            fields.append(pa.field(key, pa.list_(t, shape[0])))
+        else:
+            raise DatasetError(f"feature '{key}': shape {shape} is not supported in a data column")
+    return pa.schema(fields)
+
+
+def video_keys(features: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return [k for k, ft in features.items() if ft["dtype"] == "video"]
+
+
+def _stat_type(ft: Mapping[str, Any], stat: str) -> pa.DataType:
+    if stat == "count":
+        return pa.list_(pa.int64())
+    if ft["dtype"] in ("video", "image"):
+        return pa.list_(pa.list_(pa.list_(pa.float64())))
+    return pa.list_(pa.float64())
+
+
+def episodes_schema(features: Mapping[str, Mapping[str, Any]]) -> pa.Schema:
+    """Arrow schema of an episode-metadata file (one row per episode)."""
+    fields = [
+        pa.field("episode_index", pa.int64()),
+        pa.field("tasks", pa.list_(pa.string())),
+        pa.field("length", pa.int64()),
+        pa.field("data/chunk_index", pa.int64()),
+        pa.field("data/file_index", pa.int64()),
+        pa.field("dataset_from_index", pa.int64()),
+        pa.field("dataset_to_index", pa.int64()),
+    ]
+    for vk in video_keys(features):
+        fields += [
+            pa.field(f"videos/{vk}/chunk_index", pa.int64()),
+            pa.field(f"videos/{vk}/file_index", pa.int64()),
+            pa.field(f"videos/{vk}/from_timestamp", pa.float64()),
+            pa.field(f"videos/{vk}/to_timestamp", pa.float64()),
+        ]
+    fields += [pa.field("meta/episodes/chunk_index", pa.int64()),
+               pa.field("meta/episodes/file_index", pa.int64())]
+    for key, ft in features.items():
+        for stat in STAT_KEYS:
+            fields.append(pa.field(f"stats/{key}/{stat}", _stat_type(ft, stat)))
+    return pa.schema(fields)
+
+
+def _np_to_arrow(arr: np.ndarray, ft: Mapping[str, Any]) -> pa.Array:
+    shape = tuple(ft["shape"])
+    t = _arrow_scalar(ft["dtype"])
+    if shape == (1,):
+        return pa.array(arr.reshape(-1).astype(ft["dtype"]), type=t)
+    flat = pa.array(arr.reshape(-1).astype(ft["dtype"]), type=t)
+    return pa.FixedSizeListArray.from_arrays(flat, shape[0])
+
+
+def _arrow_to_np(col: pa.ChunkedArray | pa.Array, ft: Mapping[str, Any]) -> np.ndarray:
+    """A data column as numpy: (T,) for shape (1,), (T, D) for shape (D,)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    shape = tuple(ft["shape"])
+    dtype = np.dtype(ft["dtype"])
+    if shape == (1,):
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dtype).reshape(n)
+    if pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type):
+        values = arr.flatten().to_numpy(zero_copy_only=False)
+        return np.asarray(values, dtype=dtype).reshape(n, *shape)
+    raise DatasetError(f"column has type {arr.type}, expected a list of {shape[0]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics (LeRobot's conventions: per-dimension min/max/mean/std/count + quantiles)
+
+
+def numeric_stats(arr: np.ndarray) -> dict[str, np.ndarray]:
+    """Stats of a (T,) or (T, D) array over frames; shape (1,) or (D,); ``count`` = (T,)."""
+    a = np.asarray(arr, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    a = a.reshape(a.shape[0], -1)
+    with np.errstate(all="ignore"):
+        out = {
+            "min": np.nanmin(a, axis=0) if a.size else np.zeros(a.shape[1]),
+            "max": np.nanmax(a, axis=0) if a.size else np.zeros(a.shape[1]),
+            "mean": np.nanmean(a, axis=0),
+            "std": np.nanstd(a, axis=0),
+        }
+        qs = np.nanquantile(a, QUANTILES, axis=0)
+    out["count"] = np.array([a.shape[0]], np.int64)
+    for name, q in zip(QUANTILE_KEYS, qs, strict=True):
+        out[name] = q
+    return out
+
+
+def aggregate_stats(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+    """Combine per-episode stats: min of mins, max of maxes, count-weighted mean, pooled variance;
+    quantiles are count-weighted means of the episodes' quantiles (LeRobot does the same)."""
+    keys: list[str] = []
+    for s in stats_list:
+        keys += [k for k in s if k not in keys]
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key in keys:
+        items = [s[key] for s in stats_list if key in s]
+        counts = np.array([float(np.asarray(s["count"]).reshape(-1)[0]) for s in items])
+        total = counts.sum()
+        means = np.stack([np.asarray(s["mean"], np.float64) for s in items])
+        w = counts.reshape(-1, *([1] * (means.ndim - 1)))
+        mean = (means * w).sum(axis=0) / total
+        var = ((np.stack([np.asarray(s["std"], np.float64) for s in items]) ** 2
+                + (means - mean) ** 2) * w).sum(axis=0) / total
+        agg = {
+            "min": np.min(np.stack([np.asarray(s["min"], np.float64) for s in items]), axis=0),
+            "max": np.max(np.stack([np.asarray(s["max"], np.float64) for s in items]), axis=0),
+            "mean": mean,
+            "std": np.sqrt(var),
+            "count": np.array([int(total)], np.int64),
+        }
+        for q in QUANTILE_KEYS:
+            if all(q in s for s in items):
+                agg[q] = (np.stack([np.asarray(s[q], np.float64) for s in items]) * w).sum(axis=0) / total
+        out[key] = agg
+    return out
+
+
+def stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
+    def clean(v: Any) -> Any:
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return {k: {s: clean(np.asarray(v).tolist()) for s, v in d.items()} for k, d in stats.items()}
+
+
+def stats_from_json(obj: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    return {k: {s: np.asarray(v, dtype=np.float64 if s != "count" else np.int64)
+                for s, v in d.items()} for k, d in obj.items()}
+
+
+def row_stats(row: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """The per-episode stats stored in an episode-metadata row (``stats/<feature>/<stat>``)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for k, v in row.items():
+        if not k.startswith("stats/") or v is None:
+            continue
+        _, rest = k.split("/", 1)
+        feat, stat = rest.rsplit("/", 1)
+        out.setdefault(feat, {})[stat] = np.asarray(v, np.int64 if stat == "count" else np.float64)
+    return out
+
+
+def _flatten_stats(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for feat, d in stats.items():
+        for stat, v in d.items():
+            flat[f"stats/{feat}/{stat}"] = np.asarray(v).tolist()
+    return flat
+
+
+# ----------------------------------------------------------------------------------------------
+# tasks.parquet (a pandas frame indexed by the task string, so LeRobot's ``tasks.iloc[i].name`` works)
+
+
+def tasks_table(tasks: list[str]) -> pa.Table:
+    schema = pa.schema([pa.field("task_index", pa.int64()), pa.field("task", pa.string())])
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
+                            "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
+             "numpy_type": "int64", "metadata": None},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode",
+             "numpy_type": "object", "metadata": None},
+        ],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.0",
+    }
+    schema = schema.with_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+    return pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
+                     "task": pa.array(tasks, pa.string())}, schema=schema)
+
+
+def write_tasks(root: Path, tasks: list[str]) -> None:
+    write_parquet_atomic(tasks_table(tasks), root / TASKS_PATH)
+
+
+def read_tasks(root: Path) -> list[str]:
+    """Task strings ordered by task_index (which must be 0, 1, ...)."""
+    path = root / TASKS_PATH
+    if not path.exists():
+        return []
+    try:
+        t = pq.read_table(path)
+    except Exception as e:
+        raise DatasetError(f"{TASKS_PATH}: cannot read ({type(e).__name__}: {e})") from None
+    if "task" not in t.column_names or "task_index" not in t.column_names:
+        raise DatasetError(f"{TASKS_PATH}: needs columns 'task' and 'task_index', has {t.column_names}")
+    idx = t.column("task_index").to_pylist()
+    if idx != list(range(len(idx))):
+        raise DatasetError(f"{TASKS_PATH}: rows must be sorted by task_index 0..{len(idx) - 1}, "
+                           f"got {idx[:10]}")
+    return [str(x) for x in t.column("task").to_pylist()]
+
+
+# ----------------------------------------------------------------------------------------------
+# locking and file discovery
+
+
+class DatasetLock:
+    """An exclusive ``flock`` on ``meta/writer.lock``: one writer (or repair/compact) at a time.
+    The kernel drops it when the process dies, so a killed recorder never leaves a stale lock."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOCK_PATH
+        self._fd: int | None = None
+
+    def acquire(self, *, blocking: bool = False) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+@contextlib.contextmanager
+def _locked(root: Path, what: str) -> Iterator[DatasetLock]:
+    lock = DatasetLock(root)
+    if not lock.acquire():
+        raise DatasetError(f"{root}: another process is writing this dataset; {what} needs it alone")
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _slot_files(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    """(slot, path) of ``chunk-XXX/file-XXX<suffix>`` under ``folder``, sorted like LeRobot's glob."""
+    out = []
+    for p in sorted(folder.glob(f"*/*{suffix}")):
+        cm = _CHUNK_RE.match(p.parent.name)
+        fm = _FILE_RE.match(p.name)
+        if cm and fm:
+            out.append((chunk_file_to_slot(int(cm.group(1)), int(fm.group(1))), p))
+    return out
+
+
+def _tmp_files(root: Path) -> list[Path]:
+    out: list[Path] = []
+    for sub in ("data", "meta", "videos"):
+        d = root / sub
+        if d.exists():
+            out += [p for p in d.rglob(f"*{TMP_SUFFIX}") if p.is_file()]
+    return sorted(out)
+
+
+def _video_keys_on_disk(root: Path) -> list[str]:
+    d = root / VIDEO_DIR
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.exists() else []
+
+
+# ----------------------------------------------------------------------------------------------
+# metadata loading
+
+
+def load_info(root: Path) -> dict[str, Any]:
+    path = root / INFO_PATH
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{root}: no {INFO_PATH}; not a dataset (or run `sim2pi dataset repair`)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{INFO_PATH}: not valid JSON ({e}); run `sim2pi dataset repair`") from None
+    if not isinstance(info, dict) or not isinstance(info.get("features"), dict):
+        raise DatasetError(f"{INFO_PATH}: has no 'features' mapping; run `sim2pi dataset repair`")
+    return info
+
+
+@dataclass
+class MetaFile:
+    slot: int
+    path: Path
+    rows: list[dict[str, Any]]
+
+
+def read_meta_files(root: Path) -> list[MetaFile]:
+    """All episode-metadata files, in LeRobot's glob order. Raises on an unreadable file."""
+    out = []
+    for slot, p in _slot_files(root / EPISODES_DIR, ".parquet"):
+        try:
+            rows = pq.read_table(p).to_pylist()
+        except Exception as e:
+            raise DatasetError(f"{_rel(root, p)}: cannot read the episode metadata "
+                               f"({type(e).__name__}: {e}); run `sim2pi dataset repair`") from None
+        out.append(MetaFile(slot, p, rows))
+    return out
+
+
+def resolve_rows(metas: list[MetaFile]) -> tuple[list[dict[str, Any]], list[MetaFile]]:
+    """Committed rows by episode (when an episode is in several files, the highest slot wins, as
+    after an interrupted compaction) and the files whose rows are all superseded."""
+    best: dict[int, tuple[int, dict[str, Any]]] = {}
+    for m in metas:
+        for r in m.rows:
+            e = int(r["episode_index"])
+            if e not in best or m.slot > best[e][0]:
+                best[e] = (m.slot, r)
+    superseded = [m for m in metas if m.rows and all(best[int(r["episode_index"])][0] != m.slot
+                                                      for r in m.rows)]
+    rows = [best[e][1] for e in sorted(best)]
+    return rows, superseded
+
+
+def _row_files(root: Path, row: Mapping[str, Any], vkeys: list[str]) -> list[tuple[int, Path]]:
+    files = [(chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"]),
+              root / data_rel(chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"])))]
+    for vk in vkeys:
+        s = chunk_file_to_slot(row[f"videos/{vk}/chunk_index"], row[f"videos/{vk}/file_index"])
+        files.append((s, root / video_rel(vk, s)))
+    return files
+
+
+def _row_slots(row: Mapping[str, Any], vkeys: list[str]) -> list[int]:
+    slots = [chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"]),
+             chunk_file_to_slot(row["meta/episodes/chunk_index"], row["meta/episodes/file_index"])]
+    slots += [chunk_file_to_slot(row[f"videos/{vk}/chunk_index"], row[f"videos/{vk}/file_index"])
+              for vk in vkeys]
+    return slots
+
+
+def build_info(features: dict[str, Any], fps: int, sim2pi: dict[str, Any], robot_type: str | None,
+               rows: list[Mapping[str, Any]], n_tasks: int) -> dict[str, Any]:
+    """info.json from the features and the committed rows (the counters are derived)."""
+    total_frames = int(sum(int(r["length"]) for r in rows))
+    has_video = bool(video_keys(features))
+    return {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": robot_type,
+        "total_episodes": len(rows),
+        "total_frames": total_frames,
+        "total_tasks": n_tasks,
+        "chunks_size": CHUNKS_SIZE,
+        "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
+        "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB,
+        "fps": int(fps),
+        "splits": {"train": f"0:{len(rows)}"} if rows else {},
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH if has_video else None,
+        "features": features,
+        "sim2pi": sim2pi,
+    }
+
+
+def _fill_video_info(root: Path, info: dict[str, Any], rows: list[Mapping[str, Any]]) -> None:
+    for vk in video_keys(info["features"]):
+        ft = info["features"][vk]
+        if ft.get("info") or not rows:
+            continue
+        r = rows[0]
+        s = chunk_file_to_slot(r[f"videos/{vk}/chunk_index"], r[f"videos/{vk}/file_index"])
+        ft["info"] = video_info(root / video_rel(vk, s), int(info["fps"]))
+
+
+def _write_derived(root: Path, info: dict[str, Any], rows: list[Mapping[str, Any]],
+                   n_tasks: int) -> dict[str, Any]:
+    """Rewrite stats.json and info.json from the committed rows (stats first, info last)."""
+    new = build_info(info["features"], int(info["fps"]), info.get("sim2pi", {}),
+                     info.get("robot_type"), rows, n_tasks)
+    _fill_video_info(root, new, rows)
+    if rows:
+        stats = aggregate_stats([row_stats(r) for r in rows])
+        atomic_write_json(root / STATS_PATH, stats_to_json(stats))
+    else:
+        (root / STATS_PATH).unlink(missing_ok=True)
+    atomic_write_json(root / INFO_PATH, new)
+    return new
+
+
+# ----------------------------------------------------------------------------------------------
+# recovery after a crash
+
+
+@dataclass
+class RecoveryReport:
+    removed: list[str] = field(default_factory=list)
+    rewrote_metadata: bool = False
+    episodes: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.removed) or self.rewrote_metadata
+
+
+def recover(root: str | Path, *, _lock_held: bool = False) -> RecoveryReport:
+    """Undo what an interrupted writer left: temporary files, files of an uncommitted episode (or of
+    an uncommitted compaction), superseded episode-metadata files, and derived metadata
+    (info/stats) that lags behind the committed episode rows. Never deletes a file a committed row
+    references, nor an unreferenced file it cannot explain (``validate`` reports those)."""
+    root = Path(root)
+    ctx = contextlib.nullcontext() if _lock_held else _locked(root, "recovery")
+    report = RecoveryReport()
+    with ctx:
+        for p in _tmp_files(root):
+            p.unlink(missing_ok=True)
+            report.removed.append(_rel(root, p))
+        info = load_info(root)
+        vkeys = video_keys(info["features"])
+        metas = read_meta_files(root)
+        rows, superseded = resolve_rows(metas)
+        for i, r in enumerate(rows):
+            if int(r["episode_index"]) != i:
+                raise DatasetError(f"episode {i}: missing from {EPISODES_DIR} (found episode "
+                                   f"{r['episode_index']} next); run `sim2pi dataset repair`")
+        referenced = {p for r in rows for _, p in _row_files(root, r, vkeys)}
+        max_slot = max((s for r in rows for s in _row_slots(r, vkeys)), default=-1)
+        stale = {p for m in superseded for r in m.rows for _, p in _row_files(root, r, vkeys)}
+        candidates = [(s, p) for s, p in _slot_files(root / DATA_DIR, ".parquet")]
+        for vk in vkeys:
+            candidates += _slot_files(root / VIDEO_DIR / vk, ".mp4")
+        for s, p in candidates:
+            if p in referenced:
+                continue
+            if s > max_slot or p in stale:
+                p.unlink()
+                report.removed.append(_rel(root, p))
+        for m in superseded:
+            m.path.unlink()
+            report.removed.append(_rel(root, m.path))
+        for s, p in _slot_files(root / EPISODES_DIR, ".parquet"):
+            if not pq.read_metadata(p).num_rows and s > max_slot:
+                p.unlink()
+                report.removed.append(_rel(root, p))
+        for folder in [root / DATA_DIR, root / EPISODES_DIR, *[root / VIDEO_DIR / vk for vk in vkeys]]:
+            if folder.exists():
+                for d in folder.iterdir():
+                    if d.is_dir() and _CHUNK_RE.match(d.name) and not any(d.iterdir()):
+                        d.rmdir()
+        tasks = read_tasks(root)
+        expected = build_info(info["features"], int(info.get("fps", 0)), info.get("sim2pi", {}),
+                              info.get("robot_type"), rows, len(tasks))
+        counters = ("total_episodes", "total_frames", "total_tasks", "splits")
+        stats_ok = (root / STATS_PATH).exists() == bool(rows)
+        if any(info.get(k) != expected[k] for k in counters) or not stats_ok:
+            _write_derived(root, info, rows, len(tasks))
+            report.rewrote_metadata = True
+        report.episodes = len(rows)
+    if report:
+        logger.info("recovered %s: removed %d leftover file(s)%s", root, len(report.removed),
+                    ", rewrote info/stats" if report.rewrote_metadata else "")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# the writer
+
+
+class DatasetWriter:
+    """Records episodes into a LeRobot v3.0 dataset, crash-safely (see the module docstring).
+
+    Use :meth:`create` for a new dataset and :meth:`open` to append to an existing one (after
+    cleaning what an interrupted recording left). One writer per dataset (an flock enforces it).
+
+    Control-loop API: ``start_episode(task)``, ``add_frame(frame)`` once per control tick,
+    ``save_episode() -> episode index`` or ``discard_episode()``, ``close()``. A frame is a dict with
+    the spec's observation keys (``observation``, ``achieved_goal``, ``desired_goal``, ``image``,
+    ``task``, ... as the spec says) plus ``action``, ``reward``, ``success``, ``done`` and optionally
+    ``action_applied`` (default: ``action``) and ``intervention`` (default: False). Camera frames
+    are handed to a per-camera encoder thread; ``add_frame`` only checks and buffers. The methods
+    take a lock, so a status thread may read :attr:`episode_frames` while the loop records.
+    """
+
+    def __init__(self, root: Path, info: dict[str, Any], lock: DatasetLock, *,
+                 encoder: EncoderSettings) -> None:
+        self.root = root
+        self.info = info
+        self._lock = lock
+        self._mutex = threading.RLock()
+        self.spec = Spec.from_dict(info["sim2pi"]["spec"])
+        self.fps = int(info["fps"])
+        self.features: dict[str, dict[str, Any]] = info["features"]
+        self.encoder = encoder
+        self._columns = frame_columns(self.spec)
+        self._vkeys = video_keys(self.features)
+        self._schema = data_schema(self.features)
+        metas = read_meta_files(root)
+        self._rows, _ = resolve_rows(metas)
+        self._stats = [row_stats(r) for r in self._rows]
+        self._tasks = read_tasks(root)
+        used = [s for r in self._rows for s in _row_slots(r, self._vkeys)]
+        self._next_slot = max(used, default=-1) + 1
+        self._closed = False
+        self._reset_episode()
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str | Path, spec: Spec, fps: float, *, robot: Any = None,
+               video_codec: str = "h264", encoder: EncoderSettings | None = None,
+               overwrite: bool = False) -> DatasetWriter:
+        """Create an empty dataset at ``path`` for ``spec`` recorded at ``fps`` (an integer rate).
+
+        ``robot``: the :class:`~hardware.description.RobotDescription` (its name, hash and fields
+        go into info.json), or None. ``video_codec``: ``h264`` (default), ``hevc`` or ``libsvtav1``.
+        """
+        root = Path(path)
+        if float(fps) != int(fps) or int(fps) <= 0:
+            raise DatasetError(f"fps must be a positive integer (LeRobot stores an integer fps), got {fps}")
+        if root.exists() and any(root.iterdir()):
+            if not overwrite:
+                raise DatasetError(f"{root} already exists and is not empty; use DatasetWriter.open "
+                                   "(`--resume`) to append, or choose another folder")
+            shutil.rmtree(root)
+        enc = encoder or EncoderSettings(codec=video_codec)
+        if encoder is not None and video_codec != encoder.codec:
+            enc = EncoderSettings(**{**encoder.to_dict(), "codec": video_codec})
+        from deploy.video import codec_available
+
+        if spec.image_keys and not codec_available(enc.codec):
+            raise DatasetError(f"video codec '{enc.codec}' is not available in this PyAV build")
+        for k in spec.image_keys:
+            f = spec.observation[k]
+            if f.shape[2] != 3:
+                raise SpecMismatch(k, "shape", "(H, W, 3)", f.shape, "camera images are RGB")
+        (root / "meta").mkdir(parents=True, exist_ok=True)
+        lock = DatasetLock(root)
+        if not lock.acquire():
+            raise DatasetError(f"{root}: another process is writing this dataset")
+        try:
+            robot_hash = getattr(robot, "hash", None) or spec.robot_hash
+            sim2pi = {
+                "format": "sim2pi-dataset",
+                "version": 1,
+                "spec": spec.to_dict(),
+                "robot_hash": robot_hash,
+                "robot": robot.to_dict() if robot is not None and hasattr(robot, "to_dict") else None,
+                "encoder": enc.to_dict(),
+                "frame_columns": frame_columns(spec),
+            }
+            features = build_features(spec)
+            robot_type = getattr(robot, "name", None) or spec.robot or None
+            info = build_info(features, int(fps), sim2pi, robot_type, [], 0)
+            atomic_write_json(root / SIM2PI_PATH, {"features": features, "fps": int(fps),
+                                                    "robot_type": robot_type, "sim2pi": sim2pi})
+            write_tasks(root, [])
+            atomic_write_json(root / INFO_PATH, info)
+        except BaseException:
+            lock.release()
+            raise
+        logger.info("created dataset %s (%s, %d fps, features %s)", root, spec.task, int(fps),
+                    list(features))
+        return cls(root, info, lock, encoder=enc)
+
+    @classmethod
+    def open(cls, path: str | Path) -> DatasetWriter:
+        """Open an existing dataset to append episodes, after removing leftovers of an interrupted
+        recording. Raises :class:`DatasetError` when another writer holds it."""
+        root = Path(path)
+        if not (root / INFO_PATH).exists():
+            raise DatasetError(f"{root}: no {INFO_PATH}; create the dataset first (without --resume)")
+        lock = DatasetLock(root)
+        if not lock.acquire():
+            raise DatasetError(f"{root}: another process is writing this dataset")
+        try:
+            recover(root, _lock_held=True)
+            info = load_info(root)
+            if "sim2pi" not in info or "spec" not in info["sim2pi"]:
+                raise DatasetError(f"{INFO_PATH}: no sim2pi spec; this dataset was not made by sim2pi")
+            enc = EncoderSettings.from_dict(info["sim2pi"].get("encoder"))
+            return cls(root, info, lock, encoder=enc)
+        except BaseException:
+            lock.release()
+            raise
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.root
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._rows)
+
+    @property
+    def num_frames(self) -> int:
+        return int(sum(int(r["length"]) for r in self._rows))
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._tasks)
+
+    @property
+    def recording(self) -> bool:
+        """True between start_episode and save/discard."""
+        return self._task is not None
+
+    @property
+    def episode_frames(self) -> int:
+        """Frames added to the current episode so far."""
+        return self._n
+
+    def _reset_episode(self) -> None:
+        self._task: str | None = None
+        self._n = 0
+        self._buffers: dict[str, list[np.ndarray]] = {}
+        self._encoders: dict[str, VideoEncoder] = {}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatasetError(f"{self.root}: the writer is closed")
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def start_episode(self, task: str) -> int:
+        """Begin episode ``num_episodes`` described by the task string; returns its index."""
+        with self._mutex:
+            self._check_open()
+            if self.recording:
+                raise DatasetError(f"episode {self.num_episodes} is still being recorded; call "
+                                   "save_episode() or discard_episode() first")
+            if not isinstance(task, str) or not task:
+                raise DatasetError("the task must be a non-empty string (e.g. 'reach the goal')")
+            self._task = task
+            self._n = 0
+            self._buffers = {k: [] for k in self._columns}
+            self._encoders = {}
+            return self.num_episodes
+
+    def add_frame(self, frame: Mapping[str, Any]) -> None:
+        """Check one control tick against the spec and buffer it (images go to the encoder)."""
+        with self._mutex:
+            self._check_open()
+            if not self.recording:
+                raise DatasetError("call start_episode(task) before add_frame()")
+            unknown = [k for k in frame if k not in self._columns]
+            if unknown:
+                raise SpecMismatch(unknown[0], "presence", "absent", "present",
+                                   f"frames hold only {list(self._columns)}")
+            values: dict[str, np.ndarray] = {}
+            for key, feat in self.spec.observation.items():
+                if key not in frame:
+                    raise SpecMismatch(key, "presence", "present", "missing")
+                values[key] = feat.check_array(frame[key])
+            if "action" not in frame:
+                raise SpecMismatch("action", "presence", "present", "missing")
+            values["action"] = self.spec.action.check_array(frame["action"])
+            applied = frame.get("action_applied", frame["action"])
+            values["action_applied"] = self.spec.action.check_array(applied)
+            for key in ("reward", "success", "done"):
+                if key not in frame:
+                    raise SpecMismatch(key, "presence", "present", "missing")
+            values["reward"] = _scalar(frame["reward"], "reward", np.float32)
+            values["success"] = _scalar(frame["success"], "success", np.bool_)
+            values["done"] = _scalar(frame["done"], "done", np.bool_)
+            values["intervention"] = _scalar(frame.get("intervention", False), "intervention", np.bool_)
+            for key in self.spec.image_keys:
+                enc = self._encoders.get(key)
+                if enc is None:
+                    feat = self.spec.observation[key]
+                    enc = VideoEncoder(
+                        tmp_path(self.root / video_rel(feat.dataset_key, self._next_slot)),
+                        feat.shape[1], feat.shape[0], self.fps, self.encoder)
+                    enc.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._encoders[key] = enc
+                enc.put(np.array(values.pop(key), dtype=np.uint8, copy=True))
+            for key, v in values.items():
+                self._buffers[key].append(np.array(v, copy=True))
+            self._n += 1
+
+    def discard_episode(self) -> None:
+        """Drop the current episode (nothing of it stays on disk)."""
+        with self._mutex:
+            for enc in self._encoders.values():
+                enc.abort()
+            self._reset_episode()
+
+    def save_episode(self) -> int:
+        """Write the current episode crash-safely and return its index (see the module docstring
+        for the order of writes). Raises :class:`DatasetError` for an empty episode."""
+        with self._mutex:
+            self._check_open()
+            if not self.recording:
+                raise DatasetError("no episode is being recorded; call start_episode(task) first")
+            n, ep, slot, task = self._n, self.num_episodes, self._next_slot, self._task
+            assert task is not None
+            if n == 0:
+                raise DatasetError(f"episode {ep} has no frames; add frames or call discard_episode()")
+            t0 = time.perf_counter()
+            results = {}
+            try:
+                for key, enc in self._encoders.items():
+                    results[key] = enc.finish()
+            except BaseException:
+                self.discard_episode()
+                raise
+            for key, res in results.items():
+                if res.frames != n:
+                    self.discard_episode()
+                    raise DatasetError(f"episode {ep}: video '{key}' has {res.frames} frames, the "
+                                       f"data {n}")
+            start = self.num_frames
+            if task not in self._tasks:
+                self._tasks.append(task)
+                write_tasks(self.root, self._tasks)
+            arrays: dict[str, np.ndarray] = {}
+            for key, col in self._columns.items():
+                if key in self.spec.image_keys:
+                    continue
+                arrays[col] = np.stack(self._buffers[key])
+            arrays["timestamp"] = (np.arange(n, dtype=np.float64) / self.fps).astype(np.float32)
+            arrays["frame_index"] = np.arange(n, dtype=np.int64)
+            arrays["episode_index"] = np.full(n, ep, np.int64)
+            arrays["index"] = np.arange(start, start + n, dtype=np.int64)
+            arrays["task_index"] = np.full(n, self._tasks.index(task), np.int64)
+            stats: dict[str, dict[str, np.ndarray]] = {}
+            for key, ft in self.features.items():
+                if ft["dtype"] == "video":
+                    spec_key = next(k for k, c in self._columns.items() if c == key)
+                    stats[key] = results[spec_key].stats
+                else:
+                    stats[key] = numeric_stats(arrays[key])
+            table = pa.table({c: _np_to_arrow(arrays[c], self.features[c]) for c in self._schema.names},
+                             schema=self._schema)
+            write_parquet_atomic(table, self.root / data_rel(slot))
+            for key, res in results.items():
+                final = self.root / video_rel(self.spec.observation[key].dataset_key, slot)
+                os.replace(res.path, final)
+                fsync_dir(final.parent)
+            chunk, file = slot_to_chunk_file(slot)
+            row: dict[str, Any] = {
+                "episode_index": ep, "tasks": [task], "length": n,
+                "data/chunk_index": chunk, "data/file_index": file,
+                "dataset_from_index": start, "dataset_to_index": start + n,
+            }
+            for vk in self._vkeys:
+                row.update({f"videos/{vk}/chunk_index": chunk, f"videos/{vk}/file_index": file,
+                            f"videos/{vk}/from_timestamp": 0.0,
+                            f"videos/{vk}/to_timestamp": n / self.fps})
+            row["meta/episodes/chunk_index"] = chunk
+            row["meta/episodes/file_index"] = file
+            row.update(_flatten_stats(stats))
+            meta_table = pa.Table.from_pylist([row], schema=episodes_schema(self.features))
+            write_parquet_atomic(meta_table, self.root / episodes_rel(slot))  # the commit point
+            self._rows.append(meta_table.to_pylist()[0])
+            self._stats.append(stats)
+            self._next_slot += 1
+            self._write_metadata()
+            self._reset_episode()
+            logger.debug("saved episode %d (%d frames) in %.3f s", ep, n, time.perf_counter() - t0)
+            return ep
+
+    def _write_metadata(self) -> None:
+        new = build_info(self.features, self.fps, self.info["sim2pi"], self.info.get("robot_type"),
+                         self._rows, len(self._tasks))
+        _fill_video_info(self.root, new, self._rows)
+        atomic_write_json(self.root / STATS_PATH, stats_to_json(aggregate_stats(self._stats)))
+        atomic_write_json(self.root / INFO_PATH, new)
+        self.info = new
+        self.features = new["features"]
+
+    def close(self) -> None:
+        """Discard an unsaved episode (with a warning) and release the dataset."""
+        with self._mutex:
+            if self._closed:
+                return
+            if self.recording:
+                logger.warning("closing %s with an unsaved episode of %d frames: discarded",
+                               self.root, self._n)
+                self.discard_episode()
+            self._closed = True
+            self._lock.release()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _scalar(value: Any, key: str, dtype: type) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.size != 1:
+        raise SpecMismatch(key, "shape", "a scalar", arr.shape)
+    if dtype is np.bool_ and arr.dtype.kind not in "biuf":
+        raise SpecMismatch(key, "dtype", "bool", str(arr.dtype))
+    if dtype is np.float32 and arr.dtype.kind not in "biuf":
+        raise SpecMismatch(key, "dtype", "float32", str(arr.dtype))
+    return arr.reshape(()).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# the reader
+
+
+class Episode:
+    """One episode as numpy arrays, keyed like the spec (``observation``, ``achieved_goal``,
+    ``desired_goal``, ``image`` (T, H, W, 3) uint8, ``task`` (one-hot), ...) plus ``action``,
+    ``action_applied`` (T, 2), ``reward`` (T,) float32, ``success``, ``done``, ``intervention``
+    (T,) bool, ``timestamp`` (T,) float32 and ``frame_index`` (T,) int64. ``task_text`` is the task
+    string. Arrays are also attributes (``ep.action``)."""
+
+    def __init__(self, index: int, task_text: str, fps: int, arrays: dict[str, np.ndarray]) -> None:
+        self.index = index
+        self.task_text = task_text
+        self.fps = fps
+        self.arrays = arrays
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self.arrays[key]
+        except KeyError:
+            raise KeyError(f"episode {self.index} has no '{key}'; it has {sorted(self.arrays)}") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.arrays
+
+    def __getattr__(self, key: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays", {})
+        if key in arrays:
+            return arrays[key]
+        raise AttributeError(key)
+
+    def keys(self) -> list[str]:
+        return list(self.arrays)
+
+    def __len__(self) -> int:
+        return int(len(self.arrays["frame_index"]))
+
+    @property
+    def length(self) -> int:
+        return len(self)
+
+    def __repr__(self) -> str:
+        return f"Episode({self.index}, {len(self)} frames, task={self.task_text!r})"
+
+
+class Dataset:
+    """Read-only numpy view of a dataset (no torch). See the module docstring for an example."""
+
+    def __init__(self, root: Path, info: dict[str, Any], rows: list[dict[str, Any]], tasks: list[str],
+                 *, load_images: bool = True) -> None:
+        self.root = root
+        self.info = info
+        self.rows = rows
+        self.tasks = tasks
+        self.load_images = load_images
+        sim2pi = info.get("sim2pi") or {}
+        if "spec" not in sim2pi:
+            raise DatasetError(f"{INFO_PATH}: no sim2pi spec; this dataset was not made by sim2pi")
+        self.spec = Spec.from_dict(sim2pi["spec"])
+        self.robot_hash: str = sim2pi.get("robot_hash") or self.spec.robot_hash
+        self.features: dict[str, dict[str, Any]] = info["features"]
+        self.fps = int(info["fps"])
+        self._columns = frame_columns(self.spec)
+        self._file_start: dict[int, int] = {}
+        for r in rows:
+            s = chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"])
+            self._file_start[s] = min(self._file_start.get(s, r["dataset_from_index"]),
+                                      r["dataset_from_index"])
+        self._cache: tuple[int, pa.Table] | None = None
+
+    @classmethod
+    def open(cls, path: str | Path, *, load_images: bool = True, recover_leftovers: bool = True) -> Dataset:
+        """Open a dataset. When no writer holds it (and ``recover_leftovers``), leftovers of an
+        interrupted recording are cleaned first (see :func:`recover`); otherwise only committed
+        episodes are read."""
+        root = Path(path)
+        if recover_leftovers and (root / INFO_PATH).exists():
+            lock = DatasetLock(root)
+            try:
+                acquired = lock.acquire()
+            except OSError:  # read-only file system: just read
+                acquired = False
+            if acquired:
+                try:
+                    recover(root, _lock_held=True)
+                finally:
+                    lock.release()
+        info = load_info(root)
+        rows, _ = resolve_rows(read_meta_files(root))
+        for i, r in enumerate(rows):
+            if int(r["episode_index"]) != i:
+                raise DatasetError(f"episode {i}: missing from {EPISODES_DIR}; run `sim2pi dataset repair`")
+        return cls(root, info, rows, read_tasks(root), load_images=load_images)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.rows)
+
+    @property
+    def num_frames(self) -> int:
+        return int(sum(int(r["length"]) for r in self.rows))
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    @property
+    def stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """Aggregated stats (from the episode rows, so they always match the episodes)."""
+        return aggregate_stats([row_stats(r) for r in self.rows]) if self.rows else {}
+
+    def _table(self, slot: int) -> pa.Table:
+        if self._cache is not None and self._cache[0] == slot:
+            return self._cache[1]
+        path = self.root / data_rel(slot)
+        try:
+            t = pq.read_table(path)
+        except FileNotFoundError:
+            raise DatasetError(f"{data_rel(slot)}: missing; run `sim2pi dataset repair`") from None
+        except Exception as e:
+            raise DatasetError(f"{data_rel(slot)}: cannot read ({type(e).__name__}: {e}); run "
+                               "`sim2pi dataset validate`") from None
+        self._cache = (slot, t)
+        return t
+
+    def episode(self, i: int, *, load_images: bool | None = None) -> Episode:
+        """Episode ``i`` as an :class:`Episode` (images decoded unless ``load_images=False``)."""
+        if not 0 <= i < self.num_episodes:
+            raise IndexError(f"episode {i} out of range (0..{self.num_episodes - 1})")
+        load = self.load_images if load_images is None else load_images
+        r = self.rows[i]
+        n = int(r["length"])
+        slot = chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"])
+        t = self._table(slot).slice(int(r["dataset_from_index"]) - self._file_start[slot], n)
+        eps = t.column("episode_index").to_numpy()
+        if len(eps) != n or not np.all(eps == i):
+            raise DatasetError(f"episode {i}, {data_rel(slot)}: rows do not match the episode "
+                               "metadata; run `sim2pi dataset validate`")
+        arrays: dict[str, np.ndarray] = {}
+        for key, col in self._columns.items():
+            ft = self.features[col]
+            if ft["dtype"] == "video":
+                if load:
+                    vs = chunk_file_to_slot(r[f"videos/{col}/chunk_index"], r[f"videos/{col}/file_index"])
+                    start = int(round(float(r[f"videos/{col}/from_timestamp"]) * self.fps))
+                    arrays[key] = decode_frames(self.root / video_rel(col, vs), start, n, self.fps)
+                continue
+            arrays[key] = _arrow_to_np(t.column(col), ft)
+        for key in ("timestamp", "frame_index"):
+            arrays[key] = _arrow_to_np(t.column(key), self.features[key])
+        tidx = int(t.column("task_index")[0].as_py())
+        text = self.tasks[tidx] if 0 <= tidx < len(self.tasks) else (r["tasks"] or [""])[0]
+        return Episode(i, text, self.fps, arrays)
+
+    def episodes(self, *, load_images: bool | None = None) -> Iterator[Episode]:
+        for i in range(self.num_episodes):
+            yield self.episode(i, load_images=load_images)
+
+    def __iter__(self) -> Iterator[Episode]:
+        return self.episodes()
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.root}, task={self.spec.task!r}, {self.num_episodes} episodes, "
+                f"{self.num_frames} frames at {self.fps} fps)")

@@ -1,0 +1,1 @@
+"""Web teleoperation page served from the robot."""

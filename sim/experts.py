@@ -1,0 +1,260 @@
+"""Scripted experts for the rover tasks, acting on the *policy* observation.
+
+Every expert works from what a policy sees (:class:`hardware.tasks.Observer` output), so it can
+drive the twin through the runtime loop as a command source and its demonstrations are learnable:
+
+- reach: turn-then-drive pursuit of the goal on the odometry pose.
+- push: go behind the box (detouring around it), line up with the goal, push until the box —
+  out of the camera's view while touching the rover — should be at the goal, back off to see it
+  again and repeat if needed.
+- seek: visual servoing: the centroid of the target colour's pixels steers, the ultrasonic range
+  (when the target is centred) or the blob size sets the speed; spin to search when not in view.
+
+DART-style noise: ``act`` always returns the clean expert action (the *label*); execute
+``expert.noisy(action)`` to inject Gaussian noise of std ``noise`` into the rollout.
+
+Example::
+
+    expert = make_expert("reach", desc, noise=0.1, seed=0)
+    expert.reset()
+    label = expert.act(obs, info)
+    obs, *_ = env.step(expert.noisy(label))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hardware.description import RobotDescription
+from hardware.errors import Sim2PiError
+from hardware.tasks import SEEK_COLORS, task_info
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+class Expert:
+    """Base class: unicycle commands → wheel duty with deadband compensation, plus DART noise."""
+
+    task = ""
+
+    def __init__(self, desc: RobotDescription, noise: float = 0.0, seed: int | None = None):
+        if noise < 0:
+            raise Sim2PiError(f"noise must be >= 0, got {noise}")
+        self.desc = desc
+        self.noise = float(noise)
+        self.rng = np.random.default_rng(seed)
+        g, m = desc.geometry, desc.motors
+        self.v_max = m.max_wheel_speed * g.wheel_radius  # m/s at full duty
+        self.deadband = m.deadband
+        self.front = 0.5 * g.body_length - g.axle_offset  # chassis front, ahead of the axle (m)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget per-episode state."""
+
+    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+            ) -> np.ndarray:
+        """The clean expert action ``(left, right)`` in [-1, 1]."""
+        raise NotImplementedError
+
+    def noisy(self, action: np.ndarray) -> np.ndarray:
+        """``action`` plus Gaussian noise of std ``noise``, clipped to [-1, 1] (what to execute)."""
+        a = np.asarray(action, np.float32)
+        if self.noise > 0:
+            a = a + self.rng.normal(0.0, self.noise, a.shape).astype(np.float32)
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+    def wheels(self, v: float, w: float) -> np.ndarray:
+        """Forward ``v`` and turn ``w`` (both as fractions of full duty) → compensated duty."""
+        raw = np.array([v - w, v + w], np.float64)
+        peak = np.max(np.abs(raw))
+        if peak > 1.0:
+            raw /= peak
+        db = self.deadband
+        out = np.where(np.abs(raw) > 1e-3, np.sign(raw) * (db + (1 - db) * np.abs(raw)), 0.0)
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+    def drive_to(self, pose: tuple[float, float, float], target: np.ndarray, *,
+                 speed: float = 1.0, slow_radius: float = 0.25, turn_gain: float = 0.9,
+                 spin_above: float = 0.9) -> tuple[np.ndarray, float, float]:
+        """Turn-then-drive toward ``target``; returns (action, distance, bearing error)."""
+        x, y, th = pose
+        dx, dy = float(target[0] - x), float(target[1] - y)
+        dist = math.hypot(dx, dy)
+        err = _wrap(math.atan2(dy, dx) - th)
+        w = float(np.clip(turn_gain * err, -0.6, 0.6))
+        if abs(err) > spin_above:
+            return self.wheels(0.0, w), dist, err
+        v = speed * min(1.0, max(dist / slow_radius, 0.25)) * math.cos(err)
+        return self.wheels(v, w), dist, err
+
+
+def _pose(obs: dict[str, np.ndarray]) -> tuple[float, float, float]:
+    o = obs["observation"]
+    return float(o[0]), float(o[1]), math.atan2(float(o[3]), float(o[2]))
+
+
+class ReachExpert(Expert):
+    """Turn toward the goal, then drive at it, slowing down inside 25 cm; stop inside 2 cm."""
+
+    task = "reach"
+
+    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+            ) -> np.ndarray:
+        goal = np.asarray(policy_obs["desired_goal"], np.float64)
+        pose = _pose(policy_obs)
+        if math.dist(pose[:2], goal) < 0.02:
+            return np.zeros(2, np.float32)
+        action, _, _ = self.drive_to(pose, goal)
+        return action
+
+
+class PushExpert(Expert):
+    """Approach behind the box, push it to the goal blind, back off to look, repeat."""
+
+    task = "push"
+    BEHIND = 0.24  # m: stand-off behind the box centre before pushing
+    BACKOFF = 0.12  # m to reverse after a push so the camera sees the box again
+    DETOUR = 0.22  # m: side waypoint distance from the box when it is in the way
+
+    def reset(self) -> None:
+        self.state = "approach"
+        self.goal_dir = np.zeros(2)
+        self.mark = np.zeros(2)
+        self.box = np.zeros(2)
+        self.pushes = 0
+
+    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+            ) -> np.ndarray:
+        o = policy_obs["observation"]
+        pose = _pose(policy_obs)
+        pos = np.array(pose[:2])
+        goal = np.asarray(policy_obs["desired_goal"], np.float64)
+        seen = o[8] > 0.5
+        box = np.array([o[6], o[7]], np.float64)
+        heading = np.array([math.cos(pose[2]), math.sin(pose[2])])
+        contact = self.front + 0.03  # box centre when it touches the chassis front
+        if self.state != "push":
+            self.box = box
+        if np.linalg.norm(box - goal) < 0.025 and self.state != "push":
+            return np.zeros(2, np.float32)
+        if self.state == "approach":
+            u = goal - self.box
+            u /= max(np.linalg.norm(u), 1e-6)
+            self.goal_dir = u
+            stand = self.box - self.BEHIND * u
+            target = self._detour(pos, stand)
+            action, dist, _ = self.drive_to(pose, target, slow_radius=0.2)
+            if target is stand and dist < 0.03:
+                self.state = "align"
+            else:
+                return action
+        if self.state == "align":
+            err = _wrap(math.atan2(*(self.box - pos)[::-1]) - pose[2])
+            if abs(err) < 0.06:
+                self.state = "push"
+            else:
+                return self.wheels(0.0, float(np.clip(0.9 * err, -0.4, 0.4)))
+        if self.state == "push":
+            # Steer so the point ahead (where the box rides) tracks the line to the goal.
+            nose = pos + contact * heading
+            to_goal = goal - nose
+            remaining = float(to_goal @ heading)
+            if remaining < 0.005 or np.linalg.norm(to_goal) < 0.01:
+                self.state = "backoff"
+                self.mark = pos.copy()
+                self.pushes += 1
+            else:
+                err = _wrap(math.atan2(to_goal[1], to_goal[0]) - pose[2])
+                v = 0.5 * min(1.0, max(remaining / 0.15, 0.3))
+                return self.wheels(v, float(np.clip(0.6 * err, -0.2, 0.2)))
+        # backoff: reverse until the box is seen again at a safe distance
+        if np.linalg.norm(pos - self.mark) < self.BACKOFF and not (
+                seen and np.linalg.norm(pos - self.mark) > 0.06):
+            return self.wheels(-0.4, 0.0)
+        self.state = "approach"
+        return np.zeros(2, np.float32)
+
+    def _detour(self, pos: np.ndarray, stand: np.ndarray) -> np.ndarray:
+        """``stand`` itself, or a waypoint beside the box when the straight path passes it."""
+        seg = stand - pos
+        L = float(np.linalg.norm(seg))
+        if L < 1e-6:
+            return stand
+        t = float(np.clip((self.box - pos) @ seg / L**2, 0.0, 1.0))
+        if np.linalg.norm(pos + t * seg - self.box) > 0.17 or t >= 0.999:
+            return stand
+        side = np.array([-self.goal_dir[1], self.goal_dir[0]])
+        if (pos - self.box) @ side < 0:
+            side = -side
+        return self.box + self.DETOUR * side - 0.05 * self.goal_dir
+
+
+class SeekExpert(Expert):
+    """Visual servoing on the target colour's blob in the 64×64 image."""
+
+    task = "seek"
+    STOP_RANGE = 0.11  # m: ultrasonic reading at which to stop in front of the target
+
+    def reset(self) -> None:
+        self.search_dir = 1.0
+        self.ticks_unseen = 0
+
+    @staticmethod
+    def blob(image: np.ndarray, color: int) -> tuple[int, float, float]:
+        """(pixel count, centroid column in [-1, 1], lowest row in [0, 1]) of a colour."""
+        img = image.astype(np.int16)
+        c = img[:, :, color]
+        others = np.delete(img, color, axis=2).max(axis=2)
+        mask = (c > 90) & (c > others * 2 + 30)
+        n = int(mask.sum())
+        if n == 0:
+            return 0, 0.0, 0.0
+        rows, cols = np.nonzero(mask)
+        w = image.shape[1]
+        return n, float((cols.mean() + 0.5) / w * 2 - 1), float(rows.max() / image.shape[0])
+
+    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+            ) -> np.ndarray:
+        color = int(np.argmax(policy_obs["task"]))
+        n, cx, _ = self.blob(policy_obs["image"], color)
+        rng, valid = float(policy_obs["observation"][0]), policy_obs["observation"][1] > 0.5
+        if n < 2:
+            self.ticks_unseen += 1
+            # spin to search; after a full turn or so, drive a little to look past occluders
+            if self.ticks_unseen % 60 > 45:
+                return self.wheels(0.5, 0.0) if not (valid and rng < 0.3) else \
+                    self.wheels(0.0, 0.5 * self.search_dir)
+            return self.wheels(0.0, 0.45 * self.search_dir)
+        self.ticks_unseen = 0
+        self.search_dir = -1.0 if cx > 0 else 1.0
+        half_fov = math.radians(self.desc.camera.fov) / 2
+        err = -cx * half_fov  # rad, positive = target to the left
+        w = float(np.clip(1.0 * err, -0.5, 0.5))
+        centred = abs(err) < 0.12
+        if centred and valid and rng < self.STOP_RANGE:
+            return np.zeros(2, np.float32)
+        if abs(err) > 0.35:
+            return self.wheels(0.0, w)
+        near = n / policy_obs["image"].shape[0] / policy_obs["image"].shape[1]
+        v = 0.8 if near < 0.05 else 0.45
+        if centred and valid and rng < 0.3:
+            v = max(0.2, min(v, (rng - self.STOP_RANGE) / 0.2 * 0.45 + 0.15))
+        return self.wheels(v * math.cos(err), w)
+
+
+_EXPERTS: dict[str, type[Expert]] = {"reach": ReachExpert, "push": PushExpert, "seek": SeekExpert}
+
+
+def make_expert(task: str, desc: RobotDescription, noise: float = 0.0,
+                seed: int | None = None) -> Expert:
+    """The scripted expert of ``task`` (``reach`` / ``push`` / ``seek`` or an env id)."""
+    return _EXPERTS[task_info(task).name](desc, noise=noise, seed=seed)
+
+
+__all__ = ["SEEK_COLORS", "Expert", "PushExpert", "ReachExpert", "SeekExpert", "make_expert"]

@@ -1,0 +1,184 @@
+"""HER replay: relabeled goals, recomputed rewards and terminations, truncation, staging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.her_buffer import EpisodeReplay, EpisodeStager, goal_indices
+from hardware.errors import Sim2PiError
+
+SUCCESS = 0.05
+
+
+def reward_fn(ag: np.ndarray, dg: np.ndarray, info: object) -> np.ndarray:
+    return -(np.linalg.norm(ag - dg, axis=-1) >= SUCCESS).astype(np.float32)
+
+
+class CountingReward:
+    """Wraps the reward to record that it is called once per batch with whole arrays."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def __call__(self, ag: np.ndarray, dg: np.ndarray, info: object) -> np.ndarray:
+        self.calls.append((ag.shape, dg.shape))
+        return reward_fn(ag, dg, info)
+
+
+def line_episode(length: int, ep_id: int, goal: tuple[float, float] = (9.0, 9.0)):
+    """An episode whose achieved goal at time t is (t, ep_id): every goal is identifiable."""
+    t = np.arange(length + 1, dtype=np.float32)
+    ag = np.stack([t, np.full_like(t, ep_id)], 1)
+    obs = np.concatenate([ag, np.full((length + 1, 1), ep_id, np.float32)], 1)  # obs[2] = episode
+    act = np.stack([t[:-1], -t[:-1]], 1)
+    return obs, ag, np.asarray(goal, np.float32), act
+
+
+def make(strategy: str = "future", k: int = 4, terminate: bool = True, reward=reward_fn,
+         capacity: int = 10_000, max_steps: int = 20) -> EpisodeReplay:
+    return EpisodeReplay(3, 2, 2, max_steps, capacity, reward_fn=reward, strategy=strategy, k=k,
+                         terminate_on_success=terminate, seed=0)
+
+
+@pytest.mark.parametrize("strategy", ["future", "final", "episode"])
+def test_relabeled_goals_come_from_the_same_episode_at_the_right_times(strategy: str) -> None:
+    buf = make(strategy)
+    lengths = [5, 12, 20, 1, 7]
+    for i, n in enumerate(lengths):
+        buf.add_episode(*line_episode(n, i))
+    b = buf.sample(20_000)
+    ep_of_row = b.observation[:, 2].astype(int)
+    length = np.asarray(lengths)[ep_of_row]
+    rel = b.relabeled
+    # about k/(k+1) of the goals are relabeled
+    assert abs(rel.mean() - 0.8) < 0.02
+    # a relabeled goal is an achieved goal (t', episode) of the transition's own episode
+    np.testing.assert_array_equal(b.desired_goal[rel, 1], ep_of_row[rel])
+    tg = b.desired_goal[rel, 0].astype(int)
+    np.testing.assert_array_equal(tg, b.goal_t[rel])
+    t = b.t[rel]
+    if strategy == "future":
+        assert np.all(tg > t) and np.all(tg <= length[rel])
+        # uniform over the future: the last step of the episode is not over-represented
+        long = rel & (length == 20) & (b.t == 0)
+        counts = np.bincount(b.desired_goal[long, 0].astype(int), minlength=21)[1:]
+        assert counts.min() > 0.4 * counts.mean()
+    elif strategy == "final":
+        np.testing.assert_array_equal(tg, length[rel])
+    else:
+        assert np.all(tg >= 1) and np.all(tg <= length[rel])
+        assert np.any(tg <= t)  # 'episode' also draws goals from the past
+    # real goals are kept for the others
+    np.testing.assert_array_equal(b.desired_goal[~rel], np.full(((~rel).sum(), 2), 9.0))
+    # transitions are consistent: next achieved goal is t + 1 of the same episode
+    np.testing.assert_array_equal(b.next_achieved_goal[:, 0], b.achieved_goal[:, 0] + 1)
+    np.testing.assert_array_equal(b.next_observation[:, 2], b.observation[:, 2])
+    np.testing.assert_array_equal(b.action[:, 0], b.t)
+
+
+def test_sampling_is_uniform_over_transitions_not_episodes() -> None:
+    buf = make("none")
+    buf.add_episode(*line_episode(1, 0))
+    buf.add_episode(*line_episode(19, 1))
+    b = buf.sample(20_000)
+    assert abs((b.observation[:, 2] == 0).mean() - 1 / 20) < 0.01
+
+
+def test_rewards_are_recomputed_with_compute_reward_once_per_batch() -> None:
+    counting = CountingReward()
+    buf = make("future", reward=counting)
+    for i in range(3):
+        buf.add_episode(*line_episode(10, i))
+    b = buf.sample(512)
+    assert counting.calls == [((512, 2), (512, 2))]
+    np.testing.assert_array_equal(b.reward, reward_fn(b.next_achieved_goal, b.desired_goal, None))
+    # a relabeled goal equal to the next achieved goal is a success (reward 0)
+    hit = b.relabeled & (b.goal_t == b.t + 1)
+    assert hit.any() and np.all(b.reward[hit] == 0.0)
+    assert np.all(b.reward[~b.relabeled] == -1.0)  # the real goal (9, 9) is never reached
+
+
+def test_done_is_recomputed_for_relabeled_success_and_truncation_is_not_terminal() -> None:
+    buf = make("future")
+    for i in range(4):
+        buf.add_episode(*line_episode(10, i))  # all truncated: the goal (9, 9) is never reached
+    b = buf.sample(5000)
+    # relabeled successes are terminal (SB3 #627 keeps the stored done = False here) ...
+    hit = b.relabeled & (b.goal_t == b.t + 1)
+    assert np.all(b.terminated[hit] == 1.0)
+    # ... and nothing else is, including the last transition of a time-limited episode
+    assert np.all(b.terminated[~hit] == 0.0)
+    last = b.t == 9
+    assert last.any() and np.all(b.terminated[last & ~hit] == 0.0)
+
+
+def test_an_episode_ended_on_success_is_terminal_only_for_its_own_goal() -> None:
+    buf = make("future")
+    obs, ag, _, act = line_episode(6, 0)
+    buf.add_episode(obs, ag, ag[-1], act)  # ends on success: the real goal is ag[6]
+    b = buf.sample(5000)
+    real_last = (~b.relabeled) & (b.t == 5)
+    assert real_last.any() and np.all(b.terminated[real_last] == 1.0)
+    assert np.all(b.reward[real_last] == 0.0)
+    # the same final transition relabeled with a goal it does not reach is not terminal
+    # ('future' at t=5 can only pick ag[6], so look at an earlier step with a later goal)
+    other = b.relabeled & (b.goal_t > b.t + 1)
+    assert other.any() and np.all(b.terminated[other] == 0.0) and np.all(b.reward[other] == -1)
+
+
+def test_no_termination_when_the_env_only_truncates() -> None:
+    buf = make("final", terminate=False)
+    buf.add_episode(*line_episode(5, 0))
+    b = buf.sample(1000)
+    assert np.all(b.terminated == 0.0)
+    assert np.any(b.reward == 0.0)  # the rewards still see the relabeled success
+
+
+def test_ring_buffer_evicts_whole_oldest_episodes() -> None:
+    buf = make("none", capacity=60, max_steps=20)  # 3 episode slots
+    for i in range(5):
+        buf.add_episode(*line_episode(10, i))
+    assert buf.n_episodes == 3 and buf.n_transitions == 30
+    b = buf.sample(3000)
+    assert set(np.unique(b.observation[:, 2]).astype(int)) == {2, 3, 4}
+
+
+def test_bad_input_is_refused_with_a_message() -> None:
+    buf = make()
+    with pytest.raises(Sim2PiError, match="empty"):
+        buf.sample(4)
+    obs, ag, dg, act = line_episode(5, 0)
+    with pytest.raises(Sim2PiError, match="final one included"):
+        buf.add_episode(obs[:-1], ag[:-1], dg, act)
+    with pytest.raises(Sim2PiError, match="longer than max_steps"):
+        buf.add_episode(*line_episode(25, 0))
+    with pytest.raises(Sim2PiError, match="unknown HER strategy"):
+        make("geometric-ish")
+    with pytest.raises(Sim2PiError, match="unknown HER strategy"):
+        goal_indices("nope", np.zeros(1, np.int64), np.ones(1, np.int64),
+                     np.random.default_rng(0))
+
+
+def test_stager_splits_autoreset_steps_into_whole_episodes() -> None:
+    st = EpisodeStager(2, 1, 2, 2, max_steps=10)
+    o0 = np.array([[0.0], [100.0]], np.float32)
+    st.start(o0, np.hstack([o0, o0]))
+    dg = np.zeros((2, 2), np.float32)
+    finished = []
+    for step in range(1, 5):
+        nxt = o0 + step
+        done = np.array([step == 2, step == 4])
+        final = nxt.copy()  # the true last observation
+        reset_obs = np.where(done[:, None], -1.0, nxt)  # the autoreset start of the next episode
+        act = np.full((2, 2), step, np.float32)
+        finished += st.step(dg, act, reset_obs, np.hstack([reset_obs, reset_obs]), done, final,
+                            np.hstack([final, final]))
+    assert len(finished) == 2
+    obs, ag, g, a = finished[0]  # env 0, ended after 2 steps with its true final obs
+    np.testing.assert_array_equal(obs[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(a[:, 0], [1, 2])
+    obs, ag, g, a = finished[1]  # env 1, 4 steps
+    np.testing.assert_array_equal(obs[:, 0], [100, 101, 102, 103, 104])
+    # env 0's next episode started from the reset observation
+    assert st.t[0] == 2 and st.obs[0, 0, 0] == -1.0
