@@ -96,32 +96,30 @@ def check_episode(spec: Spec, ep: Episode, index: int = 0) -> Episode:
     return out
 
 
-def compute_stats(spec: Spec, episodes: Sequence[Episode] | EpisodeStore
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-dimension (mean, std) of every vector feature and of ``goal_delta``.
+def compute_stats(spec: Spec, episodes: Sequence[Episode] | EpisodeStore,
+                  config: Any = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-dimension (mean, std) of every per-step vector input of the network (the spec's vector
+    features and the derived goal inputs of ``config``, a :class:`agent.policies.PolicyConfig`).
 
     Dimensions with std < 1e-2 get std 1 (left unscaled), so a feature that is constant in the
     data (e.g. a one-hot task id of single-task data) cannot blow up at deployment.
     """
-    from agent.policies import GOAL_DELTA
+    from agent.policies import PolicyConfig, vector_inputs
 
+    cfg = config or PolicyConfig()
     if isinstance(episodes, EpisodeStore):
-        data = episodes.data
+        data = {k: episodes.data[k] for k in spec.vector_keys}
     else:
         data = {k: np.concatenate([e[k] for e in episodes]) for k in spec.vector_keys}
+    with torch.no_grad():
+        raw = vector_inputs(spec, cfg, {k: torch.from_numpy(np.asarray(v, np.float32))
+                                        for k, v in data.items()})
     stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(x, np.float64)
+    for k, v in raw.items():
+        x = v.double().numpy()
         m, s = x.mean(0), x.std(0)
         s = np.where(s < MIN_STD, 1.0, s)
-        return m.astype(np.float32), s.astype(np.float32)
-
-    for k in spec.vector_keys:
-        stats[k] = mean_std(data[k])
-    if spec.goal_keys is not None:
-        a, d = spec.goal_keys
-        stats[GOAL_DELTA] = mean_std(data[d] - data[a])
+        stats[k] = (m.astype(np.float32), s.astype(np.float32))
     return stats
 
 
@@ -219,3 +217,24 @@ class EpisodeStore:
         starts = np.flatnonzero(np.r_[True, self.episode[1:] != self.episode[:-1]]) if len(self) \
             else np.zeros(0, np.int64)
         return [{k: v[s:self.last[s] + 1] for k, v in self.data.items()} for s in starts]
+
+
+def save_dataset(path: str | Path, spec: Spec, episodes: Sequence[Episode], *,
+                 robot: Any = None, task_text: str | None = None,
+                 overwrite: bool = False) -> Path:
+    """Write in-memory episodes (e.g. from :func:`agent.rollout.collect_episodes`) as a dataset
+    with ``deploy.dataset.DatasetWriter`` (crash-safe LeRobot v3.0 layout)."""
+    from deploy.dataset import DatasetWriter
+
+    fps = int(round(spec.control_rate)) or 20
+    text = task_text or f"{spec.task}"
+    cols = [*spec.observation, "action", "action_applied", "reward", "success", "done",
+            "intervention"]
+    with DatasetWriter.create(path, spec, fps, robot=robot, overwrite=overwrite) as w:
+        for ep in episodes:
+            w.start_episode(text)
+            n = len(ep["action"])
+            for t in range(n):
+                w.add_frame({k: ep[k][t] for k in cols if k in ep})
+            w.save_episode()
+    return Path(path)

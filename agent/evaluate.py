@@ -115,7 +115,7 @@ def evaluate(policy: Any, *, episodes: int = 50, goals: str = "heldout",
     if video is not None:
         frames = [f for s in stats[:video_episodes] for f in s.frames if f is not None]
         if frames:
-            write_video(video, frames, fps=int(round(spec.control_rate or 20)))
+            write_video(video, frames, fps=round(spec.control_rate or 20))
             result["video"] = str(video)
     if plot is not None:
         plot_trajectories(plot, stats, title=f"{spec.task}: {result['success_rate']:.0%} success "

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,80 +32,14 @@ import numpy as np
 import torch
 
 from agent.checkpoint import load_policy, load_trainer_state, read_meta, save_checkpoint
+from agent.configs import GCBCConfig, PolicyConfig
 from agent.data import EpisodeStore, compute_stats, load_dataset
-from agent.policies import Policy, PolicyConfig
+from agent.policies import Policy
 from agent.relabel import RelabelConfig, Relabeler
 from hardware.errors import Sim2PiError
 from hardware.spec import Spec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GCBCConfig:
-    """GC-BC training options (each one is a ``sim2pi train gcbc`` option)."""
-
-    data: str | None = field(default=None, metadata={
-        "doc": "dataset directory (LeRobot v3.0, from `sim2pi record`)"})
-    out: str = field(default="runs/gcbc", metadata={"doc": "run directory for checkpoints and logs"})
-    relabel: str = field(default="future", metadata={
-        "doc": "hindsight goal strategy: none | final | future | geometric | episode"})
-    relabel_ratio: float = field(default=0.8, metadata={
-        "doc": "fraction of sampled steps whose goal is relabeled"})
-    relabel_gamma: float = field(default=0.98, metadata={
-        "doc": "geometric strategy: offset ~ Geometric(1 - gamma)"})
-    head: str = field(default="mse", metadata={"doc": "action head: mse | gmm | discrete"})
-    arch: str = field(default="mlp", metadata={
-        "doc": "history handling: mlp (frame stacking) | gru"})
-    history: int = field(default=1, metadata={"doc": "history length H (observations per input)"})
-    hidden: tuple[int, ...] = field(default=(256, 256), metadata={"doc": "MLP trunk widths"})
-    modes: int = field(default=5, metadata={"doc": "Gaussian modes (head gmm)"})
-    bins: int = field(default=21, metadata={"doc": "bins per action dimension (head discrete)"})
-    steps: int = field(default=3000, metadata={"doc": "gradient steps"})
-    batch_size: int = field(default=256, metadata={"doc": "samples per gradient step"})
-    lr: float = field(default=1e-3, metadata={"doc": "Adam learning rate (cosine-decayed to 10%)"})
-    weight_decay: float = field(default=0.0, metadata={"doc": "AdamW weight decay"})
-    grad_clip: float = field(default=10.0, metadata={"doc": "gradient norm clip (0: off)"})
-    intervention_weight: float = field(default=1.0, metadata={
-        "doc": "sampling weight of episodes with human interventions (relative to others)"})
-    seed: int = field(default=0, metadata={"doc": "random seed (weights, sampling, relabeling)"})
-    eval_every: int = field(default=0, metadata={
-        "doc": "evaluate in sim every N steps on validation goals (0: only at the end)"})
-    eval_episodes: int = field(default=20, metadata={"doc": "episodes per evaluation (0: none)"})
-    save_every: int = field(default=1000, metadata={"doc": "checkpoint every N steps"})
-    log_every: int = field(default=100, metadata={"doc": "log scalars every N steps"})
-    description: str = field(default="rover", metadata={
-        "doc": "robot description for evaluation envs (must match the data's robot hash)"})
-    threads: int = field(default=1, metadata={"doc": "torch CPU threads"})
-    resume: bool = field(default=False, metadata={"doc": "continue the run in --out"})
-    progress: bool = field(default=True, metadata={"doc": "show a progress bar"})
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if self.steps < 0 or self.batch_size < 1:
-            raise Sim2PiError("need steps >= 0 and batch_size >= 1")
-        if self.head not in ("mse", "gmm", "discrete"):
-            raise Sim2PiError(f"GC-BC head must be mse, gmm or discrete (got '{self.head}')")
-        self.relabel_config()  # validates the relabeling options
-        self.policy_config()
-
-    def policy_config(self) -> PolicyConfig:
-        return PolicyConfig(arch=self.arch, head=self.head, history=self.history,
-                            hidden=self.hidden, modes=self.modes, bins=self.bins)
-
-    def relabel_config(self) -> RelabelConfig:
-        return RelabelConfig(strategy=self.relabel, ratio=self.relabel_ratio,
-                             gamma=self.relabel_gamma)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GCBCConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 @dataclass
@@ -170,7 +104,7 @@ class Trainer:
             gnorm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip))
         self.opt.step()
         self.step += 1
-        return {"losses/bc": float(loss), "charts/lr": self.opt.param_groups[0]["lr"],
+        return {"losses/bc": float(loss.detach()), "charts/lr": self.opt.param_groups[0]["lr"],
                 "charts/relabeled_fraction": frac, "losses/grad_norm": gnorm}
 
     def state(self) -> dict[str, Any]:
@@ -189,7 +123,7 @@ def build_policy(spec: Spec, pcfg: PolicyConfig, store: EpisodeStore, seed: int)
     """A freshly initialized policy (seeded) with normalization statistics from ``store``."""
     torch.manual_seed(seed)
     policy = Policy(spec, pcfg)
-    policy.set_stats(compute_stats(spec, store))
+    policy.set_stats(compute_stats(spec, store, pcfg))
     return policy
 
 

@@ -88,7 +88,8 @@ class HerConfig:
     buffer_size: int = _f(1_000_000, "replay capacity in transitions")
     hidden: tuple[int, ...] = _f((128, 128), "widths of the actor's and critics' hidden layers")
     # hindsight
-    strategy: str = _f("future", "HER goal strategy: future | final | episode | none")
+    strategy: str = _f("future", "HER goal strategy: future | final | episode | geometric | none "
+                                    "(agent.relabel)")
     her_k: int = _f(4, "relabeled goals per real goal (relabel probability k/(k+1))")
     terminate_on_success: bool = _f(True, "the env ends episodes on success, so relabeled "
                                           "successes are terminal (no bootstrapping)")

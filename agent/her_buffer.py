@@ -8,8 +8,10 @@ sample`, once per batch, with no Python loop over transitions:
 
 - a transition is drawn uniformly over all stored transitions (episodes weighted by length);
 - with probability ``k / (k + 1)`` its desired goal is replaced by an achieved goal of the *same
-  episode*: ``future`` (a uniformly drawn ``ag[e, t']`` with ``t < t' <= length``), ``final``
-  (``ag[e, length]``) or ``episode`` (any ``ag[e, t']``, ``1 <= t' <= length``);
+  episode*, chosen by :func:`agent.relabel.goal_indices` (the one goal sampler GC-BC uses too):
+  ``future`` (a uniformly drawn ``ag[e, t']`` with ``t < t' <= length``), ``final``
+  (``ag[e, length]``), ``episode`` (any ``ag[e, t']``, ``1 <= t' <= length``, i.e. a goal some
+  transition of the episode produced) or ``geometric`` (``t' = t + Geometric(1 - gamma)``);
 - the reward is recomputed for every sampled transition with the env's vectorized
   ``compute_reward(next_achieved_goal, goal, info)`` (one call per batch);
 - ``terminated`` is recomputed too: when the env ends episodes on success, a transition whose next
@@ -30,6 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from agent.relabel import STRATEGIES, goal_indices
 from hardware.errors import Sim2PiError
 
 RewardFn = Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
@@ -37,9 +40,6 @@ RewardFn = Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
 GoalEnv convention; ``info`` is passed as ``None``)."""
 SuccessFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``success(achieved_goal, desired_goal) -> bool`` over a batch."""
-
-STRATEGIES = ("none", "future", "final", "episode")
-
 
 class HerBatch(NamedTuple):
     """One sampled (and possibly relabeled) batch; arrays are float32 unless noted."""
@@ -56,22 +56,6 @@ class HerBatch(NamedTuple):
     episode: np.ndarray  # [B] int64: episode slot (for tests and diagnostics)
     t: np.ndarray  # [B] int64: time step within the episode
     goal_t: np.ndarray  # [B] int64: index of the achieved goal used (-1 when not relabeled)
-
-
-def goal_indices(strategy: str, t: np.ndarray, length: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Indices ``t'`` into an episode's achieved goals ``ag[0..length]`` for relabeling ``t``.
-
-    ``future``: uniform in ``[t + 1, length]``; ``final``: ``length``; ``episode``: uniform in
-    ``[1, length]`` (achieved goals that some transition of the episode produced).
-    """
-    if strategy == "future":
-        return t + 1 + (rng.random(t.shape) * (length - t)).astype(np.int64)
-    if strategy == "final":
-        return length.astype(np.int64).copy()
-    if strategy == "episode":
-        return 1 + (rng.random(t.shape) * length).astype(np.int64)
-    raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
 
 
 def reward_success(reward: np.ndarray) -> np.ndarray:
@@ -92,15 +76,16 @@ class EpisodeReplay:
             (``reward > -0.5``).
         terminate_on_success: the env ends an episode when its goal is reached, so relabeled
             successes are terminal. ``False`` for envs that only truncate.
-        strategy: ``none`` | ``future`` | ``final`` | ``episode``.
+        strategy: ``none`` | ``future`` | ``final`` | ``episode`` | ``geometric``.
         k: relabeled goals per real one (the relabeling probability is ``k / (k + 1)``).
+        geometric_gamma: mean offset ``1 / (1 - gamma)`` of the ``geometric`` strategy.
         seed: for the sampler's generator.
     """
 
     def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, max_steps: int, capacity: int,
                  *, reward_fn: RewardFn, success_fn: SuccessFn | None = None,
                  terminate_on_success: bool = True, strategy: str = "future", k: int = 4,
-                 seed: int | None = None):
+                 geometric_gamma: float = 0.98, seed: int | None = None):
         if strategy not in STRATEGIES:
             raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
         if k < 0:
@@ -115,6 +100,7 @@ class EpisodeReplay:
         self.terminate_on_success = terminate_on_success
         self.strategy = strategy
         self.k = int(k)
+        self.geometric_gamma = float(geometric_gamma)
         self.relabel_prob = 0.0 if strategy == "none" else self.k / (self.k + 1.0)
         self.rng = np.random.default_rng(seed)
         n, t1 = self.n_slots, self.max_steps + 1
@@ -188,7 +174,10 @@ class EpisodeReplay:
         relabel = rng.random(batch_size) < self.relabel_prob
         goal_t = np.full(batch_size, -1, np.int64)
         if relabel.any():
-            goal_t[relabel] = goal_indices(self.strategy, t[relabel], length[relabel], rng)
+            # ag[e, 0..length]: goals a transition produced are ag[e, 1..length] (start=1), and a
+            # 'future' goal of step t is one of ag[e, t+1..length] (min_offset=1).
+            goal_t[relabel] = goal_indices(self.strategy, t[relabel], length[relabel], rng,
+                                           start=1, gamma=self.geometric_gamma, min_offset=1)
         goal = self.dg[ep, t]
         if relabel.any():
             goal[relabel] = self.ag[ep[relabel], goal_t[relabel]]

@@ -148,12 +148,13 @@ class ProcessEnvs:
 
     def __init__(self, env_fns: Sequence[EnvFn], num_workers: int = 1, context: str = "forkserver"):
         n = len(env_fns)
+        self._reward_env: gym.Env | None = None
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
         workers = max(1, min(num_workers, n))
         bounds = np.linspace(0, n, workers + 1).round().astype(int)
         self._slices = [(int(bounds[i]), int(bounds[i + 1])) for i in range(workers)]
         ctx = mp.get_context(context)
-        self._conns: list[Connection] = []
-        self._procs: list[Any] = []
         for lo, hi in self._slices:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(child, list(env_fns[lo:hi])), daemon=True)
@@ -165,7 +166,6 @@ class ProcessEnvs:
         self.observation_space, self.action_space = spaces[0]
         self.num_envs = n
         self._fn0 = env_fns[0]
-        self._reward_env: gym.Env | None = None
 
     def _recv(self, conn: Connection) -> Any:
         try:

@@ -32,69 +32,19 @@ actions with log-probabilities; its actor then saves and exports like any other 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agent.configs import PolicyConfig
 from hardware.errors import Sim2PiError
 from hardware.spec import Spec
 
-ARCHS = ("mlp", "gru")
-HEADS = ("mse", "gmm", "discrete", "tanh_gaussian")
-GOAL_DELTA = "goal_delta"  # name of the derived input desired_goal - achieved_goal in the stats
-
-
-@dataclass
-class PolicyConfig:
-    """Network architecture. Saved with every checkpoint; rebuilt from it on load."""
-
-    arch: str = field(default="mlp", metadata={
-        "doc": "history handling: 'mlp' flattens the window (frame stacking), 'gru' runs a GRU"})
-    head: str = field(default="mse", metadata={
-        "doc": "action head: 'mse' deterministic, 'gmm' Gaussian mixture, 'discrete' per-dimension "
-               "bins, 'tanh_gaussian' squashed Gaussian (SAC)"})
-    history: int = field(default=1, metadata={"doc": "history length H (observations per input)"})
-    hidden: tuple[int, ...] = field(default=(256, 256), metadata={"doc": "MLP trunk widths"})
-    gru_hidden: int = field(default=128, metadata={"doc": "GRU state size (arch='gru')"})
-    image_embed: int = field(default=128, metadata={"doc": "CNN image embedding size"})
-    cnn_channels: tuple[int, ...] = field(default=(16, 32, 32), metadata={
-        "doc": "channels of the CNN's conv layers (64x64 input)"})
-    modes: int = field(default=5, metadata={"doc": "number of Gaussian modes K (head='gmm')"})
-    bins: int = field(default=21, metadata={"doc": "bins per action dimension (head='discrete')"})
-    goal_delta: bool = field(default=True, metadata={
-        "doc": "also feed desired_goal - achieved_goal (goal-conditioned specs)"})
-    min_log_std: float = field(default=-5.0, metadata={"doc": "lower clamp of log std (gmm, sac)"})
-    max_log_std: float = field(default=2.0, metadata={"doc": "upper clamp of log std (gmm, sac)"})
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
-        if self.arch not in ARCHS:
-            raise Sim2PiError(f"unknown policy arch '{self.arch}'; choose one of {list(ARCHS)}")
-        if self.head not in HEADS:
-            raise Sim2PiError(f"unknown policy head '{self.head}'; choose one of {list(HEADS)}")
-        if self.history < 1:
-            raise Sim2PiError(f"history must be >= 1 (got {self.history}); use 1 for no history")
-        if self.modes < 1 or self.bins < 2:
-            raise Sim2PiError("need modes >= 1 (gmm) and bins >= 2 (discrete)")
-        if len(self.cnn_channels) != 3:
-            raise Sim2PiError("cnn_channels needs exactly three conv widths, e.g. (16, 32, 32)")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        d["cnn_channels"] = list(self.cnn_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
-                      if k in known})
+GOAL_DELTA = "goal_delta"  # derived input desired_goal - achieved_goal
+EGO_PREFIX = "ego_"  # derived inputs: goal points in the robot frame (ego_desired_goal, ...)
+POSE_NAMES = ("x", "y", "cos_theta", "sin_theta")  # what makes the robot frame computable
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,11 +224,10 @@ class Policy(nn.Module):
 
         self.vector_keys = [k for k in spec.vector_keys]
         self.image_keys = list(spec.image_keys)
-        self.use_goal_delta = cfg.goal_delta and spec.goal_keys is not None
-        self.stat_keys = self.vector_keys + ([GOAL_DELTA] if self.use_goal_delta else [])
+        dims = input_dims(spec, cfg)
+        self.stat_keys = list(dims)
         step_dim = 0
-        for k in self.stat_keys:
-            d = spec.observation[k].dim if k != GOAL_DELTA else spec.observation["desired_goal"].dim
+        for k, d in dims.items():
             self.register_buffer(_mean_name(k), torch.zeros(d))
             self.register_buffer(_std_name(k), torch.ones(d))
             step_dim += d
@@ -335,13 +284,9 @@ class Policy(nn.Module):
     def features(self, obs: dict[str, Tensor]) -> Tensor:
         """Trunk features [B, F] of an observation window (inputs [B, H, *shape])."""
         cfg = self.config
-        parts = []
-        for k in self.stat_keys:
-            if k == GOAL_DELTA:
-                x = obs["desired_goal"].float() - obs["achieved_goal"].float()
-            else:
-                x = obs[k].float()
-            parts.append((x - getattr(self, _mean_name(k))) / getattr(self, _std_name(k)))
+        raw = vector_inputs(self.spec, cfg, obs)
+        parts = [(raw[k] - getattr(self, _mean_name(k))) / getattr(self, _std_name(k))
+                 for k in self.stat_keys]
         steps = torch.cat(parts, dim=-1) if parts else None  # [B, H, step_dim]
         imgs = []
         for k in self.image_keys:
@@ -398,6 +343,50 @@ class Policy(nn.Module):
         out = self(t).numpy()
         self.train(was)
         return out
+
+
+def _pose_index(spec: Spec) -> tuple[int, int, int, int] | None:
+    feat = spec.observation.get("observation")
+    if feat is None or feat.names is None or not set(POSE_NAMES) <= set(feat.names):
+        return None
+    ix, iy, ic, is_ = (feat.names.index(n) for n in POSE_NAMES)
+    return ix, iy, ic, is_
+
+
+def input_dims(spec: Spec, cfg: PolicyConfig) -> dict[str, int]:
+    """Per-step vector inputs of the network (before normalization) and their sizes, in order:
+    the spec's vector features, then the derived goal inputs."""
+    dims = {k: spec.observation[k].dim for k in spec.vector_keys}
+    if spec.goal_keys is not None:
+        a, d = spec.goal_keys
+        if cfg.goal_delta:
+            dims[GOAL_DELTA] = spec.observation[d].dim
+        if cfg.egocentric and _pose_index(spec) is not None and spec.observation[d].dim == 2:
+            dims[EGO_PREFIX + d] = 2
+            dims[EGO_PREFIX + a] = 2
+    return dims
+
+
+def vector_inputs(spec: Spec, cfg: PolicyConfig, obs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The raw per-step inputs named by :func:`input_dims` from observation tensors [..., dim].
+
+    Shared by the network and :func:`agent.data.compute_stats`, so statistics and inputs agree.
+    """
+    out = {k: obs[k].float() for k in spec.vector_keys}
+    dims = input_dims(spec, cfg)
+    if spec.goal_keys is not None:
+        a, d = spec.goal_keys
+        if GOAL_DELTA in dims:
+            out[GOAL_DELTA] = obs[d].float() - obs[a].float()
+        if EGO_PREFIX + d in dims:
+            ix, iy, ic, is_ = _pose_index(spec)  # type: ignore[misc]
+            o = obs["observation"].float()
+            x, y, c, s = o[..., ix:ix + 1], o[..., iy:iy + 1], o[..., ic:ic + 1], o[..., is_:is_ + 1]
+            for k in (d, a):
+                p = obs[k].float()
+                dx, dy = p[..., 0:1] - x, p[..., 1:2] - y
+                out[EGO_PREFIX + k] = torch.cat([c * dx + s * dy, c * dy - s * dx], dim=-1)
+    return {k: out[k] for k in dims}
 
 
 def make_head(cfg: PolicyConfig, in_dim: int, act_dim: int) -> Head:

@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-from _common import append, load, median, table  # noqa: E402
+import gymnasium as gym
+import numpy as np
+from _common import append, load, median, table
 
 
 def ensure_panda_gym() -> bool:
@@ -76,11 +76,15 @@ def vec_steps_per_second(venv: gym.vector.VectorEnv, steps: int, seed: int) -> f
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     ap.add_argument("--steps", type=int, default=2000, help="env steps per measurement")
     ap.add_argument("--no-peer", action="store_true", help="skip panda-gym")
-    ap.add_argument("--envs-per-worker", type=int, default=8, help="vectorized path: envs per worker")
+    ap.add_argument(
+        "--envs-per-worker", type=int, default=8, help="vectorized path: envs per worker"
+    )
     ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
 
@@ -98,13 +102,17 @@ def main() -> None:
     }
     peers = {}
     if peer:
-        peers = {"PandaReach-v3": gym.make("PandaReach-v3"), "PandaPush-v3": gym.make("PandaPush-v3")}
+        peers = {
+            "PandaReach-v3": gym.make("PandaReach-v3"),
+            "PandaPush-v3": gym.make("PandaPush-v3"),
+        }
     results: dict[str, list[float]] = {k: [] for k in [*ours, *peers, "vectorized", "single"]}
     from sim.vector import BatchedVectorEnv
 
     workers = 2
-    venv = BatchedVectorEnv.from_id("sim2pi/RoverReach-v0", num_envs=workers * args.envs_per_worker,
-                                    num_workers=workers)
+    venv = BatchedVectorEnv.from_id(
+        "sim2pi/RoverReach-v0", num_envs=workers * args.envs_per_worker, num_workers=workers
+    )
     for r in range(args.rounds):
         for name, env in ours.items():
             n = args.steps if "Seek" not in name else max(200, args.steps // 4)
@@ -114,20 +122,46 @@ def main() -> None:
             results[name].append(steps_per_second(env, n, seed=r))
         results["single"].append(steps_per_second(ours["RoverReach"], args.steps, seed=100 + r))
         results["vectorized"].append(vec_steps_per_second(venv, args.steps * 2, seed=r))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{k} {v[-1]:,.0f}" for k, v in results.items() if v))
+        print(
+            f"round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items() if v)
+        )
     venv.close()
 
     med = {k: median(v) for k, v in results.items()}
     rows = [
-        ["RoverReach-v0", med["RoverReach"], "PandaReach-v3", med.get("PandaReach-v3", float("nan")),
-         med["RoverReach"] / med.get("PandaReach-v3", float("nan")) if peer else float("nan"), "≥ 5×"],
-        ["RoverPush-v0", med["RoverPush"], "PandaPush-v3", med.get("PandaPush-v3", float("nan")),
-         med["RoverPush"] / med.get("PandaPush-v3", float("nan")) if peer else float("nan"), "≥ 3×"],
-        ["RoverSeek-v0 (camera)", med["RoverSeek (64x64 cam)"], "—", float("nan"), float("nan"),
-         "≥ 800 steps/s"],
-        [f"RoverReach vectorized ({workers}×{args.envs_per_worker})", med["vectorized"],
-         "RoverReach single process", med["single"], med["vectorized"] / med["single"], "≥ 1.7×"],
+        [
+            "RoverReach-v0",
+            med["RoverReach"],
+            "PandaReach-v3",
+            med.get("PandaReach-v3", float("nan")),
+            med["RoverReach"] / med.get("PandaReach-v3", float("nan")) if peer else float("nan"),
+            "≥ 5×",
+        ],
+        [
+            "RoverPush-v0",
+            med["RoverPush"],
+            "PandaPush-v3",
+            med.get("PandaPush-v3", float("nan")),
+            med["RoverPush"] / med.get("PandaPush-v3", float("nan")) if peer else float("nan"),
+            "≥ 3×",
+        ],
+        [
+            "RoverSeek-v0 (camera)",
+            med["RoverSeek (64x64 cam)"],
+            "—",
+            float("nan"),
+            float("nan"),
+            "≥ 800 steps/s",
+        ],
+        [
+            f"RoverReach vectorized ({workers}×{args.envs_per_worker})",
+            med["vectorized"],
+            "RoverReach single process",
+            med["single"],
+            med["vectorized"] / med["single"],
+            "≥ 1.7×",
+        ],
     ]
     body = table(["ours", "steps/s (median)", "peer", "peer steps/s", "ratio", "target"], rows)
 
@@ -142,7 +176,8 @@ def main() -> None:
     if acc_rows:
         keys = list(acc_rows[0])
         body += "\n\nPhysics at the env's settings vs a 1/480 s reference:\n\n" + table(
-            keys, [[r[k] for k in keys] for r in acc_rows])
+            keys, [[r[k] for k in keys] for r in acc_rows]
+        )
     print(body)
     if not args.no_append:
         append("sim_throughput", body, f"{args.rounds} interleaved rounds of {args.steps} steps.")

@@ -37,8 +37,10 @@ _REGISTRARS = ("sim.cli", "deploy.dataset_cli", "deploy.runtime_cli", "deploy.we
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @app.command()
@@ -58,13 +60,22 @@ def describe(
     desc = load_description(robot)
     g, m = desc.geometry, desc.motors
     console.print(f"[bold]{desc.name}[/] from {desc.source}  hash [cyan]{desc.hash}[/]")
-    console.print(f"  wheels r={g.wheel_radius} m, track {g.track_width} m, mass {g.mass} kg; "
-                  f"{m.driver} driver, max {m.max_wheel_speed} rad/s "
-                  f"({m.max_wheel_speed * g.wheel_radius:.2f} m/s)")
-    console.print(f"  ultrasonic {'on' if desc.ultrasonic.enabled else 'off'}, encoders "
-                  f"{'on' if desc.encoders.enabled else 'off'}, camera "
-                  f"{desc.camera.kind + f' {desc.camera.width}x{desc.camera.height}' if desc.camera.enabled else 'off'}"
-                  f", control {desc.control.rate} Hz")
+    console.print(
+        f"  wheels r={g.wheel_radius} m, track {g.track_width} m, mass {g.mass} kg; "
+        f"{m.driver} driver, max {m.max_wheel_speed} rad/s "
+        f"({m.max_wheel_speed * g.wheel_radius:.2f} m/s)"
+    )
+    console.print(
+        f"  ultrasonic {'on' if desc.ultrasonic.enabled else 'off'}, encoders "
+        f"{'on' if desc.encoders.enabled else 'off'}, camera "
+        f"{desc.camera.kind + f' {desc.camera.width}x{desc.camera.height}' if desc.camera.enabled else 'off'}"
+        f", control {desc.control.rate} Hz"
+    )
+
+
+# Packages a `pi`-only install does not have; an area that needs them at import time (``sim``
+# registers gymnasium envs on import) is left out of the CLI there instead of breaking it.
+_OPTIONAL = {"torch", "pybullet", "pybullet_utils", "gymnasium", "tensorboard", "safetensors"}
 
 
 def _register_all() -> None:
@@ -72,9 +83,9 @@ def _register_all() -> None:
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            # Only skip areas that are absent from this install (e.g. agent/ on a pi-only install
-            # still imports, but a missing optional area must not break the CLI).
-            if e.name and (e.name == mod or mod.startswith(e.name + ".")):
+            top = (e.name or "").split(".")[0]
+            if e.name and (e.name == mod or mod.startswith(e.name + ".") or top in _OPTIONAL):
+                logging.getLogger(__name__).debug("CLI area %s unavailable: %s", mod, e)
                 continue
             raise
         module.register(app)

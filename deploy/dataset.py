@@ -77,7 +77,7 @@ from deploy.video import (
     video_info,
 )
 from hardware.errors import DatasetError, SpecMismatch
-from hardware.spec import Feature, Spec
+from hardware.spec import Spec
 
 logger = logging.getLogger(__name__)
 
@@ -696,10 +696,6 @@ def recover(root: str | Path, *, _lock_held: bool = False) -> RecoveryReport:
         for m in superseded:
             m.path.unlink()
             report.removed.append(_rel(root, m.path))
-        for s, p in _slot_files(root / EPISODES_DIR, ".parquet"):
-            if not pq.read_metadata(p).num_rows and s > max_slot:
-                p.unlink()
-                report.removed.append(_rel(root, p))
         for folder in [root / DATA_DIR, root / EPISODES_DIR, *[root / VIDEO_DIR / vk for vk in vkeys]]:
             if folder.exists():
                 for d in folder.iterdir():
@@ -1095,7 +1091,7 @@ class Episode:
         return list(self.arrays)
 
     def __len__(self) -> int:
-        return int(len(self.arrays["frame_index"]))
+        return len(self.arrays["frame_index"])
 
     @property
     def length(self) -> int:
@@ -1203,7 +1199,7 @@ class Dataset:
             if ft["dtype"] == "video":
                 if load:
                     vs = chunk_file_to_slot(r[f"videos/{col}/chunk_index"], r[f"videos/{col}/file_index"])
-                    start = int(round(float(r[f"videos/{col}/from_timestamp"]) * self.fps))
+                    start = round(float(r[f"videos/{col}/from_timestamp"]) * self.fps)
                     arrays[key] = decode_frames(self.root / video_rel(col, vs), start, n, self.fps)
                 continue
             arrays[key] = _arrow_to_np(t.column(col), ft)
@@ -1223,3 +1219,715 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset({self.root}, task={self.spec.task!r}, {self.num_episodes} episodes, "
                 f"{self.num_frames} frames at {self.fps} fps)")
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+# What a conforming dataset must have (also checked by the conformance test).
+REQUIRED_INFO_KEYS = {
+    "codebase_version": str, "robot_type": (str, type(None)), "total_episodes": int,
+    "total_frames": int, "total_tasks": int, "chunks_size": int, "data_files_size_in_mb": int,
+    "video_files_size_in_mb": int, "fps": int, "splits": dict, "data_path": str,
+    "video_path": (str, type(None)), "features": dict,
+}
+REQUIRED_ROW_KEYS = (
+    "episode_index", "tasks", "length", "data/chunk_index", "data/file_index",
+    "dataset_from_index", "dataset_to_index", "meta/episodes/chunk_index", "meta/episodes/file_index",
+)
+VIDEO_ROW_KEYS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a dataset: what, which episode (if known) and which file."""
+
+    message: str
+    episode: int | None = None
+    file: str | None = None
+    level: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        where = []
+        if self.episode is not None:
+            where.append(f"episode {self.episode}")
+        if self.file:
+            where.append(self.file)
+        prefix = ", ".join(where)
+        return f"{self.level}: {prefix + ': ' if prefix else ''}{self.message}"
+
+
+def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
+    """Check a dataset against the LeRobot v3.0 rules and sim2pi's own; returns the problems found
+    (empty when the dataset is good). Each problem names the episode and the file. ``deep`` also
+    decodes every video frame."""
+    root = Path(path)
+    probs: list[Problem] = []
+
+    def err(msg: str, episode: int | None = None, file: str | None = None) -> None:
+        probs.append(Problem(msg, episode, file))
+
+    # info.json
+    try:
+        info = load_info(root)
+    except DatasetError as e:
+        return [Problem(str(e), None, INFO_PATH)]
+    for key, typ in REQUIRED_INFO_KEYS.items():
+        if key not in info:
+            err(f"missing required key '{key}'", file=INFO_PATH)
+        elif not isinstance(info[key], typ) or (typ is int and isinstance(info[key], bool)):
+            err(f"'{key}' has type {type(info[key]).__name__}", file=INFO_PATH)
+    if info.get("codebase_version") != CODEBASE_VERSION:
+        err(f"codebase_version is {info.get('codebase_version')!r}, expected {CODEBASE_VERSION!r}",
+            file=INFO_PATH)
+    if info.get("data_path") != DATA_PATH:
+        err(f"data_path is {info.get('data_path')!r}, expected {DATA_PATH!r}", file=INFO_PATH)
+    features = info["features"]
+    vkeys = video_keys(features)
+    if vkeys and info.get("video_path") != VIDEO_PATH:
+        err(f"video_path is {info.get('video_path')!r}, expected {VIDEO_PATH!r}", file=INFO_PATH)
+    if info.get("chunks_size") != CHUNKS_SIZE:
+        err(f"chunks_size is {info.get('chunks_size')!r}, this writer uses {CHUNKS_SIZE}", file=INFO_PATH)
+    fps = info.get("fps")
+    if not isinstance(fps, int) or fps <= 0:
+        return [*probs, Problem(f"fps must be a positive integer, got {fps!r}", None, INFO_PATH)]
+    for key, ft in features.items():
+        if not isinstance(ft, dict) or not {"dtype", "shape", "names"} <= set(ft):
+            err(f"feature '{key}' needs 'dtype', 'shape' and 'names'", file=INFO_PATH)
+            continue
+        if ft["dtype"] == "video" and ft["names"] != ["height", "width", "channels"]:
+            err(f"video feature '{key}' must have names ['height', 'width', 'channels'], got "
+                f"{ft['names']}", file=INFO_PATH)
+    for key, ft in DEFAULT_FEATURES.items():
+        if key not in features or features[key].get("dtype") != ft["dtype"]:
+            err(f"missing LeRobot feature '{key}' ({ft['dtype']})", file=INFO_PATH)
+    if probs:
+        return probs
+    try:
+        spec = Spec.from_dict(info["sim2pi"]["spec"])
+        expected_features = build_features(spec)
+        for key, ft in expected_features.items():
+            got = features.get(key)
+            if got is None:
+                err(f"feature '{key}' of the sim2pi spec is missing", file=INFO_PATH)
+            elif any(got.get(k) != ft[k] for k in ("dtype", "shape", "names")):
+                err(f"feature '{key}' disagrees with the sim2pi spec", file=INFO_PATH)
+        if list(features) != list(expected_features):
+            err(f"features are not in the expected order {list(expected_features)}", file=INFO_PATH)
+    except (KeyError, TypeError, ValueError) as e:
+        err(f"no usable sim2pi spec ({type(e).__name__}: {e})", file=INFO_PATH)
+    schema = data_schema(features)
+
+    # tasks
+    try:
+        tasks = read_tasks(root)
+    except DatasetError as e:
+        err(str(e), file=TASKS_PATH)
+        tasks = []
+    if info.get("total_tasks") != len(tasks):
+        err(f"total_tasks is {info.get('total_tasks')}, {TASKS_PATH} has {len(tasks)}", file=INFO_PATH)
+    if len(set(tasks)) != len(tasks):
+        err("task strings are not unique", file=TASKS_PATH)
+
+    # leftovers and layout
+    for p in _tmp_files(root):
+        probs.append(Problem("leftover of an interrupted write (removed on the next open)", None,
+                             _rel(root, p), "warning"))
+    layout_dirs = [(root / DATA_DIR, ".parquet"), (root / EPISODES_DIR, ".parquet")]
+    layout_dirs += [(root / VIDEO_DIR / vk, ".mp4") for vk in vkeys]
+    for folder, suffix in layout_dirs:
+        if not folder.exists():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if not (entry.is_dir() and _CHUNK_RE.match(entry.name)):
+                err("unexpected entry (only chunk-XXX folders belong here)", file=_rel(root, entry))
+                continue
+            files = sorted(entry.iterdir())
+            finals = [f for f in files if not f.name.endswith(TMP_SUFFIX)]
+            if len(finals) > CHUNKS_SIZE:
+                err(f"{len(finals)} files in one chunk; at most {CHUNKS_SIZE}", file=_rel(root, entry))
+            for f in finals:
+                m = _FILE_RE.match(f.name)
+                if f.is_dir() or not m or not f.name.endswith(suffix):
+                    err(f"unexpected entry (only file-XXX{suffix} belongs here; LeRobot's glob "
+                        "would read or skip it)", file=_rel(root, f))
+    if root.joinpath(VIDEO_DIR).exists():
+        for d in sorted(root.joinpath(VIDEO_DIR).iterdir()):
+            if d.name not in vkeys:
+                err("video folder of no video feature", file=_rel(root, d))
+
+    # episode metadata
+    metas: list[MetaFile] = []
+    for slot, p in _slot_files(root / EPISODES_DIR, ".parquet"):
+        try:
+            metas.append(MetaFile(slot, p, pq.read_table(p).to_pylist()))
+        except Exception as e:
+            err(f"cannot read the episode metadata ({type(e).__name__}: {e})", file=_rel(root, p))
+    rows: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    need = list(REQUIRED_ROW_KEYS) + [f"videos/{vk}/{k}" for vk in vkeys for k in VIDEO_ROW_KEYS]
+    for m in metas:
+        rel = _rel(root, m.path)
+        for r in m.rows:
+            pos = len(rows)
+            missing = [k for k in need if k not in r or r[k] is None]
+            if missing:
+                err(f"row {pos} lacks {missing}", episode=r.get("episode_index"), file=rel)
+                continue
+            e = int(r["episode_index"])
+            if e in seen:
+                err("episode listed twice in the episode metadata", episode=e, file=rel)
+            seen.add(e)
+            if e != pos:
+                err(f"row {pos} holds episode {e}; LeRobot looks episodes up by position",
+                    episode=e, file=rel)
+            if chunk_file_to_slot(r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]) != m.slot:
+                err("meta/episodes/chunk_index, file_index do not name the file it is in",
+                    episode=e, file=rel)
+            if r["tasks"] is None or any(t not in tasks for t in r["tasks"]):
+                err(f"tasks {r['tasks']} are not all in {TASKS_PATH}", episode=e, file=rel)
+            stats_present = {k.split("/")[1] for k in r if k.startswith("stats/")}
+            for key in features:
+                if key not in stats_present:
+                    err(f"no stats/{key}/... columns", episode=e, file=rel)
+            rows.append(r)
+    n_eps = len(rows)
+    if info["total_episodes"] != n_eps:
+        err(f"total_episodes is {info['total_episodes']}, the episode metadata has {n_eps} episodes",
+            file=INFO_PATH)
+    total = 0
+    for r in rows:
+        e = int(r["episode_index"])
+        if r["dataset_from_index"] != total or r["dataset_to_index"] - r["dataset_from_index"] != r["length"]:
+            err(f"dataset_from_index/to_index {r['dataset_from_index']}..{r['dataset_to_index']} do not "
+                f"follow the previous episodes (expected from {total}, length {r['length']})",
+                episode=e, file=episodes_rel(chunk_file_to_slot(r["meta/episodes/chunk_index"],
+                                                                r["meta/episodes/file_index"])))
+        total += int(r["length"])
+    if info["total_frames"] != total:
+        err(f"total_frames is {info['total_frames']}, the episodes have {total} frames", file=INFO_PATH)
+
+    # data files
+    by_data: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_data.setdefault(chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"]), []).append(r)
+    on_disk = dict(_slot_files(root / DATA_DIR, ".parquet"))
+    prev_last = -1
+    for slot in sorted(on_disk):
+        rel = data_rel(slot)
+        if slot not in by_data:
+            err("data file of no episode (LeRobot would read its rows)", file=rel)
+            continue
+        eps_here = by_data[slot]
+        try:
+            t = pq.read_table(on_disk[slot])
+        except Exception as e:
+            for r in eps_here:
+                err(f"cannot read the data file ({type(e).__name__}: {e})",
+                    episode=int(r["episode_index"]), file=rel)
+            continue
+        if t.column_names != schema.names:
+            err(f"columns {t.column_names} differ from the non-video features in info.json order "
+                f"{schema.names}", episode=int(eps_here[0]["episode_index"]), file=rel)
+            continue
+        for f in schema:
+            if not t.schema.field(f.name).type.equals(f.type):
+                err(f"column '{f.name}' has type {t.schema.field(f.name).type}, expected {f.type}",
+                    episode=int(eps_here[0]["episode_index"]), file=rel)
+        idx = t.column("index").to_numpy()
+        if len(idx) and idx[0] != prev_last + 1:
+            err(f"first index {idx[0]} does not follow the previous data file ({prev_last}); "
+                "LeRobot reads data files in sorted order", episode=int(eps_here[0]["episode_index"]),
+                file=rel)
+        if len(idx):
+            prev_last = int(idx[-1])
+        ep_col = t.column("episode_index").to_numpy()
+        offset = 0
+        for r in sorted(eps_here, key=lambda r: r["dataset_from_index"]):
+            e, n = int(r["episode_index"]), int(r["length"])
+            sl = slice(offset, offset + n)
+            offset += n
+            if not np.all(ep_col[sl] == e) or len(ep_col[sl]) != n:
+                err(f"expected {n} rows of episode {e} at row {sl.start}", episode=e, file=rel)
+                continue
+            fi = t.column("frame_index").to_numpy()[sl]
+            if not np.array_equal(fi, np.arange(n)):
+                err("frame_index is not 0, 1, ..., length-1", episode=e, file=rel)
+            ts = t.column("timestamp").to_numpy()[sl].astype(np.float64)
+            if not np.allclose(ts, np.arange(n) / fps, atol=1e-4, rtol=0):
+                err(f"timestamp is not frame_index / fps ({fps})", episode=e, file=rel)
+            gi = t.column("index").to_numpy()[sl]
+            if not np.array_equal(gi, np.arange(r["dataset_from_index"], r["dataset_to_index"])):
+                err("index does not run from dataset_from_index to dataset_to_index", episode=e, file=rel)
+            ti = t.column("task_index").to_numpy()[sl]
+            if np.any(ti < 0) or np.any(ti >= max(len(tasks), 1)) or (
+                    tasks and any(tasks[int(x)] not in (r["tasks"] or []) for x in np.unique(ti))):
+                err("task_index does not name the episode's task in tasks.parquet", episode=e, file=rel)
+        if offset != t.num_rows:
+            err(f"holds {t.num_rows} rows, its episodes {offset}", file=rel)
+    for slot, eps_here in by_data.items():
+        if slot not in on_disk:
+            for r in eps_here:
+                err("data file is missing", episode=int(r["episode_index"]), file=data_rel(slot))
+
+    # videos
+    for vk in vkeys:
+        shape = features[vk]["shape"]
+        by_video: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_video.setdefault(chunk_file_to_slot(r[f"videos/{vk}/chunk_index"],
+                                                   r[f"videos/{vk}/file_index"]), []).append(r)
+        vdisk = dict(_slot_files(root / VIDEO_DIR / vk, ".mp4"))
+        for slot in sorted(set(vdisk) - set(by_video)):
+            err("video file of no episode", file=video_rel(vk, slot))
+        for slot, eps_here in sorted(by_video.items()):
+            rel = video_rel(vk, slot)
+            first = int(eps_here[0]["episode_index"])
+            if slot not in vdisk:
+                for r in eps_here:
+                    err("video file is missing", episode=int(r["episode_index"]), file=rel)
+                continue
+            try:
+                probe = probe_video(vdisk[slot], fps)
+            except DatasetError as e:
+                for r in eps_here:
+                    err(f"unreadable video ({str(e).split(': ', 1)[-1]})",
+                        episode=int(r["episode_index"]), file=rel)
+                continue
+            offset = 0
+            for r in sorted(eps_here, key=lambda r: r[f"videos/{vk}/from_timestamp"]):
+                e, n = int(r["episode_index"]), int(r["length"])
+                f0, f1 = r[f"videos/{vk}/from_timestamp"], r[f"videos/{vk}/to_timestamp"]
+                if abs(f0 - offset / fps) > 1e-4 or abs(f1 - (offset + n) / fps) > 1e-4:
+                    err(f"from/to_timestamp {f0:.4f}..{f1:.4f} expected {offset / fps:.4f}.."
+                        f"{(offset + n) / fps:.4f}", episode=e, file=rel)
+                if deep and offset + n <= probe.frames:
+                    try:
+                        decode_frames(vdisk[slot], offset, n, fps)
+                    except DatasetError as ex:
+                        err(f"frames do not decode ({str(ex).split(': ', 1)[-1]})", episode=e, file=rel)
+                offset += n
+            if probe.frames != offset:
+                err(f"has {probe.frames} frames, its episodes have {offset} (truncated or "
+                    "overwritten video?)", episode=first, file=rel)
+            if not probe.pts_ok:
+                err(f"frame k is not at time k/{fps}", episode=first, file=rel)
+            if [probe.height, probe.width] != list(shape[:2]):
+                err(f"is {probe.width}x{probe.height}, the feature says {shape[1]}x{shape[0]}",
+                    episode=first, file=rel)
+            if probe.pix_fmt != "yuv420p":
+                err(f"pixel format {probe.pix_fmt}, expected yuv420p", episode=first, file=rel)
+
+    # stats
+    if rows:
+        try:
+            st = stats_from_json(json.loads((root / STATS_PATH).read_text()))
+        except FileNotFoundError:
+            err("missing", file=STATS_PATH)
+        except Exception as e:
+            err(f"cannot read ({type(e).__name__}: {e})", file=STATS_PATH)
+        else:
+            try:
+                expected = aggregate_stats([row_stats(r) for r in rows])
+                for key, d in expected.items():
+                    for stat in ("min", "max", "mean", "std", "count"):
+                        got = st.get(key, {}).get(stat)
+                        if got is None or np.shape(got) != np.shape(d[stat]) or not np.allclose(
+                                np.asarray(got, np.float64), d[stat], rtol=1e-6, atol=1e-9,
+                                equal_nan=True):
+                            err(f"stats for '{key}' ({stat}) disagree with the episodes", file=STATS_PATH)
+                            break
+            except Exception as e:  # malformed per-episode stats: reported above per row
+                err(f"cannot aggregate the episodes' stats ({type(e).__name__}: {e})", file=STATS_PATH)
+    return probs
+
+
+# ----------------------------------------------------------------------------------------------
+# repair: rebuild all metadata from the data and video files
+
+
+@dataclass
+class RepairReport:
+    episodes: int = 0
+    quarantined: list[str] = field(default_factory=list)
+    renumbered: dict[int, int] = field(default_factory=dict)  # old episode index -> new
+    rewritten_data: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"{self.episodes} episode(s) kept"
+        if self.quarantined:
+            s += f"; moved {len(self.quarantined)} bad file(s) to {QUARANTINE_DIR}/"
+        if self.renumbered:
+            s += f"; renumbered {len(self.renumbered)} episode(s)"
+        return s
+
+
+def _load_template(root: Path) -> tuple[dict[str, Any], int, dict[str, Any], str | None]:
+    """(features, fps, sim2pi block, robot_type) from info.json, else from meta/sim2pi.json."""
+    for rel in (INFO_PATH, SIM2PI_PATH):
+        try:
+            d = json.loads((root / rel).read_text())
+            spec = Spec.from_dict(d["sim2pi"]["spec"])
+            return build_features(spec), int(d["fps"]), d["sim2pi"], d.get("robot_type")
+        except Exception:  # try the next source
+            continue
+    raise DatasetError(f"{root}: neither {INFO_PATH} nor {SIM2PI_PATH} holds a usable spec; "
+                       "cannot rebuild the metadata")
+
+
+@dataclass
+class _Group:
+    slot: int
+    table: pa.Table
+    runs: list[tuple[int, int, int]]  # (old episode index, first row, length)
+    image_stats: dict[str, list[dict[str, np.ndarray] | None]] = field(default_factory=dict)
+
+
+def _split_runs(t: pa.Table, fps: int) -> list[tuple[int, int, int]]:
+    eps = t.column("episode_index").to_numpy()
+    if len(eps) == 0:
+        raise DatasetError("no rows")
+    cut = np.flatnonzero(np.diff(eps) != 0) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [len(eps)]])
+    fi = t.column("frame_index").to_numpy()
+    ts = t.column("timestamp").to_numpy().astype(np.float64)
+    runs = []
+    for a, b in zip(starts, ends, strict=True):
+        n = int(b - a)
+        if not np.array_equal(fi[a:b], np.arange(n)):
+            raise DatasetError(f"episode {int(eps[a])}: frame_index is not 0..{n - 1}")
+        if not np.allclose(ts[a:b], np.arange(n) / fps, atol=1e-4, rtol=0):
+            raise DatasetError(f"episode {int(eps[a])}: timestamp is not frame_index / fps")
+        runs.append((int(eps[a]), int(a), n))
+    if len({r[0] for r in runs}) != len(runs):
+        raise DatasetError("an episode's rows are split within the file")
+    return runs
+
+
+def repair(path: str | Path) -> RepairReport:
+    """Rebuild all metadata (episode rows, tasks, stats, info) from the data and video files.
+
+    Files that are unreadable or inconsistent (truncated parquet or mp4, frame counts that disagree)
+    are moved to ``DIR/quarantine/<time>/`` with the other files of their episodes, and later
+    episodes are renumbered so indices have no gaps (their data files get new ``episode_index`` /
+    ``index`` values; their contents and videos are untouched). Intact episodes whose index does not
+    change are not rewritten."""
+    root = Path(path)
+    report = RepairReport()
+    with _locked(root, "repair"):
+        for p in _tmp_files(root):
+            p.unlink(missing_ok=True)
+            report.removed.append(_rel(root, p))
+        features, fps, sim2pi, robot_type = _load_template(root)
+        vkeys = video_keys(features)
+        schema = data_schema(features)
+        qdir = root / QUARANTINE_DIR / time.strftime("%Y%m%d-%H%M%S")
+
+        def quarantine(p: Path) -> None:
+            if p.exists():
+                dest = qdir / _rel(root, p)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(p), str(dest))
+                report.quarantined.append(_rel(root, p))
+
+        old_best: dict[int, tuple[int, dict[str, Any]]] = {}
+        for slot, p in _slot_files(root / EPISODES_DIR, ".parquet"):
+            try:
+                for r in pq.read_table(p).to_pylist():
+                    e = int(r["episode_index"])
+                    if e not in old_best or slot > old_best[e][0]:
+                        old_best[e] = (slot, r)
+            except Exception as e:
+                logger.warning("repair: %s is unreadable (%s); rebuilding it", _rel(root, p), e)
+        try:
+            old_tasks: list[str] | None = read_tasks(root)
+        except DatasetError:
+            old_tasks = None
+
+        groups: list[_Group] = []
+        data_slots = dict(_slot_files(root / DATA_DIR, ".parquet"))
+        for slot, p in sorted(data_slots.items()):
+            problem = None
+            try:
+                t = pq.read_table(p)
+                if t.column_names != schema.names:
+                    raise DatasetError(f"columns {t.column_names} != {schema.names}")
+                t = t.cast(schema)
+                runs = _split_runs(t, fps)
+                for vk in vkeys:
+                    vp = root / video_rel(vk, slot)
+                    if not vp.exists():
+                        raise DatasetError(f"{video_rel(vk, slot)} is missing")
+                    pr = probe_video(vp, fps)
+                    if pr.frames != t.num_rows or not pr.pts_ok:
+                        raise DatasetError(f"{video_rel(vk, slot)} has {pr.frames} frames, data {t.num_rows}")
+                groups.append(_Group(slot, t, runs))
+            except Exception as e:  # any unreadable or inconsistent file set is quarantined
+                problem = e
+            if problem is not None:
+                logger.warning("repair: quarantining slot %d (%s)", slot, problem)
+                quarantine(p)
+                for vk in vkeys:
+                    quarantine(root / video_rel(vk, slot))
+        kept_slots = {g.slot for g in groups}
+        for vk in vkeys:
+            for slot, vp in _slot_files(root / VIDEO_DIR / vk, ".mp4"):
+                if slot not in kept_slots:
+                    quarantine(vp)
+        # an episode in several file sets (interrupted compaction): prefer the committed one
+        claims: dict[int, list[int]] = {}
+        for g in groups:
+            for e, _, _ in g.runs:
+                claims.setdefault(e, []).append(g.slot)
+        preferred = {}
+        for e, slots in claims.items():
+            committed = old_best.get(e, (None, None))[1]
+            cslot = (chunk_file_to_slot(committed["data/chunk_index"], committed["data/file_index"])
+                     if committed else None)
+            preferred[e] = cslot if cslot in slots else max(slots)
+        final_groups = []
+        for g in groups:
+            if all(preferred[e] == g.slot for e, _, _ in g.runs):
+                final_groups.append(g)
+            else:
+                quarantine(root / data_rel(g.slot))
+                for vk in vkeys:
+                    quarantine(root / video_rel(vk, g.slot))
+        final_groups.sort(key=lambda g: g.runs[0][0])
+
+        # tasks
+        seen_ti = sorted({int(x) for g in final_groups for x in np.unique(g.table.column("task_index").to_numpy())})
+        if old_tasks is not None and all(0 <= i < len(old_tasks) for i in seen_ti):
+            tasks = old_tasks
+        else:
+            names: dict[int, str] = {}
+            for g in final_groups:
+                ti = g.table.column("task_index").to_numpy()
+                for e, a, _ in g.runs:
+                    r = old_best.get(e, (None, None))[1]
+                    if r and r.get("tasks"):
+                        names.setdefault(int(ti[a]), r["tasks"][0])
+            tasks = [names.get(i, f"task {i}") for i in range(max(seen_ti, default=-1) + 1)]
+            if len(set(tasks)) != len(tasks):
+                tasks = [f"{t} ({i})" for i, t in enumerate(tasks)]
+
+        # renumber, rewrite data files whose indices change
+        all_slots = [s for s in data_slots] + [s for s, _ in _slot_files(root / EPISODES_DIR, ".parquet")]
+        meta_slot = max(all_slots, default=-1) + 1
+        mc, mf = slot_to_chunk_file(meta_slot)
+        rows = []
+        new_ep, start = 0, 0
+        for g in final_groups:
+            ep_col = g.table.column("episode_index").to_numpy().copy()
+            idx_col = g.table.column("index").to_numpy().copy()
+            ti_col = g.table.column("task_index").to_numpy()
+            chunk, file = slot_to_chunk_file(g.slot)
+            offset = 0
+            for old_e, a, n in g.runs:
+                if old_e != new_ep:
+                    report.renumbered[old_e] = new_ep
+                ep_col[a:a + n] = new_ep
+                idx_col[a:a + n] = np.arange(start, start + n)
+                sl = g.table.slice(a, n)
+                task = tasks[int(ti_col[a])]
+                row: dict[str, Any] = {
+                    "episode_index": new_ep, "tasks": [task], "length": n,
+                    "data/chunk_index": chunk, "data/file_index": file,
+                    "dataset_from_index": start, "dataset_to_index": start + n,
+                }
+                stats: dict[str, dict[str, np.ndarray]] = {}
+                for vk in vkeys:
+                    row.update({f"videos/{vk}/chunk_index": chunk, f"videos/{vk}/file_index": file,
+                                f"videos/{vk}/from_timestamp": offset / fps,
+                                f"videos/{vk}/to_timestamp": (offset + n) / fps})
+                    old = old_best.get(old_e, (None, None))[1]
+                    reuse = (old is not None and int(old["length"]) == n and
+                             chunk_file_to_slot(old.get(f"videos/{vk}/chunk_index", -1),
+                                                old.get(f"videos/{vk}/file_index", -1)) == g.slot)
+                    if reuse:
+                        stats[vk] = row_stats(old).get(vk, {})
+                    if not stats.get(vk):
+                        acc = ImageStats()
+                        for img in decode_frames(root / video_rel(vk, g.slot), offset, n, fps):
+                            acc.add(img)
+                        stats[vk] = acc.result()
+                row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = mc, mf
+                for key, ft in features.items():
+                    if ft["dtype"] != "video":
+                        col = ep_col[a:a + n] if key == "episode_index" else (
+                            idx_col[a:a + n] if key == "index" else _arrow_to_np(sl.column(key), ft))
+                        stats[key] = numeric_stats(col)
+                row.update(_flatten_stats({k: stats[k] for k in features}))
+                rows.append(row)
+                offset += n
+                start += n
+                new_ep += 1
+            if not (np.array_equal(ep_col, g.table.column("episode_index").to_numpy())
+                    and np.array_equal(idx_col, g.table.column("index").to_numpy())):
+                t2 = g.table.set_column(g.table.column_names.index("episode_index"), "episode_index",
+                                        pa.array(ep_col, pa.int64()))
+                t2 = t2.set_column(t2.column_names.index("index"), "index", pa.array(idx_col, pa.int64()))
+                write_parquet_atomic(t2.cast(schema), root / data_rel(g.slot))
+                report.rewritten_data.append(data_rel(g.slot))
+        old_meta = [p for _, p in _slot_files(root / EPISODES_DIR, ".parquet")]
+        if rows:
+            write_parquet_atomic(pa.Table.from_pylist(rows, schema=episodes_schema(features)),
+                                 root / episodes_rel(meta_slot))
+        for p in old_meta:
+            if p != root / episodes_rel(meta_slot):
+                p.unlink(missing_ok=True)
+        if tasks != old_tasks:
+            write_tasks(root, tasks)
+        info = build_info(features, fps, sim2pi, robot_type, [], 0)
+        _write_derived(root, info, rows, len(tasks))
+        if not (root / SIM2PI_PATH).exists():
+            atomic_write_json(root / SIM2PI_PATH, {"features": features, "fps": fps,
+                                                    "robot_type": robot_type, "sim2pi": sim2pi})
+        report.episodes = len(rows)
+    logger.info("repaired %s: %s", root, report.summary())
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# compaction: merge one-file-per-episode into few large files
+
+
+@dataclass
+class CompactReport:
+    episodes: int = 0
+    data_files_before: int = 0
+    data_files_after: int = 0
+    meta_files_before: int = 0
+    meta_files_after: int = 0
+    seconds: float = 0.0
+
+
+def compact(path: str | Path, *, max_data_mb: float = DATA_FILES_SIZE_IN_MB,
+            max_video_mb: float = VIDEO_FILES_SIZE_IN_MB) -> CompactReport:
+    """Merge the episodes' data, video and episode-metadata files into few large files.
+
+    Crash-safe: the merged files are written under new slots (above every slot in use) and become
+    visible in one step, when the single new episode-metadata file is renamed into place; the old
+    files are deleted afterwards. An interruption before that rename leaves uncommitted files that
+    :func:`recover` deletes; after it, old files that :func:`recover` deletes."""
+    root = Path(path)
+    t0 = time.perf_counter()
+    report = CompactReport()
+    with _locked(root, "compaction"):
+        recover(root, _lock_held=True)
+        info = load_info(root)
+        features = info["features"]
+        fps = int(info["fps"])
+        vkeys = video_keys(features)
+        metas = read_meta_files(root)
+        rows, _ = resolve_rows(metas)
+        report.episodes = len(rows)
+        src: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            src.setdefault(chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"]), []).append(r)
+        report.data_files_before = len(src)
+        report.meta_files_before = len(metas)
+        if not rows:
+            return report
+        # pack whole source file sets into groups under the size limits
+        packed: list[list[int]] = []
+        cur: list[int] = []
+        cur_data = 0.0
+        cur_video = dict.fromkeys(vkeys, 0.0)
+        cur_extra: dict[str, bytes] = {}
+        for slot in sorted(src):
+            dsize = (root / data_rel(slot)).stat().st_size / 2**20
+            vsize = {vk: (root / video_rel(vk, slot)).stat().st_size / 2**20 for vk in vkeys}
+            extra = {vk: probe_video(root / video_rel(vk, slot), fps).extradata for vk in vkeys}
+            fits = cur and cur_data + dsize <= max_data_mb and all(
+                cur_video[vk] + vsize[vk] <= max_video_mb and cur_extra[vk] == extra[vk] for vk in vkeys)
+            if cur and not fits:
+                packed.append(cur)
+                cur, cur_data, cur_video = [], 0.0, dict.fromkeys(vkeys, 0.0)
+            if not cur:
+                cur_extra = extra
+            cur.append(slot)
+            cur_data += dsize
+            for vk in vkeys:
+                cur_video[vk] += vsize[vk]
+        packed.append(cur)
+        if len(packed) == len(src) and len(metas) == 1:
+            report.data_files_after, report.meta_files_after = len(src), 1
+            report.seconds = time.perf_counter() - t0
+            return report
+        base = max(s for r in rows for s in _row_slots(r, vkeys)) + 1
+        meta_slot = base + len(packed)
+        mc, mf = slot_to_chunk_file(meta_slot)
+        schema = data_schema(features)
+        new_rows: list[dict[str, Any]] = []
+        for j, group in enumerate(packed):
+            slot = base + j
+            chunk, file = slot_to_chunk_file(slot)
+            table = pa.concat_tables([pq.read_table(root / data_rel(s)).cast(schema) for s in group])
+            write_parquet_atomic(table, root / data_rel(slot))
+            lengths = [sum(int(r["length"]) for r in src[s]) for s in group]
+            for vk in vkeys:
+                final = root / video_rel(vk, slot)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = tmp_path(final)
+                concat_videos([root / video_rel(vk, s) for s in group], lengths, tmp, fps)
+                os.replace(tmp, final)
+                fsync_dir(final.parent)
+            offset = 0
+            for s in group:
+                for r in sorted(src[s], key=lambda r: r["dataset_from_index"]):
+                    n = int(r["length"])
+                    nr = dict(r)
+                    nr["data/chunk_index"], nr["data/file_index"] = chunk, file
+                    for vk in vkeys:
+                        nr[f"videos/{vk}/chunk_index"], nr[f"videos/{vk}/file_index"] = chunk, file
+                        nr[f"videos/{vk}/from_timestamp"] = offset / fps
+                        nr[f"videos/{vk}/to_timestamp"] = (offset + n) / fps
+                    nr["meta/episodes/chunk_index"], nr["meta/episodes/file_index"] = mc, mf
+                    new_rows.append(nr)
+                    offset += n
+        write_parquet_atomic(pa.Table.from_pylist(new_rows, schema=episodes_schema(features)),
+                             root / episodes_rel(meta_slot))  # the commit point
+        for r in rows:
+            for _, p in _row_files(root, r, vkeys):
+                p.unlink(missing_ok=True)
+        for m in metas:
+            m.path.unlink(missing_ok=True)
+        for folder in [root / DATA_DIR, root / EPISODES_DIR, *[root / VIDEO_DIR / vk for vk in vkeys]]:
+            for d in folder.iterdir():
+                if d.is_dir() and _CHUNK_RE.match(d.name) and not any(d.iterdir()):
+                    d.rmdir()
+        fsync_dir(root / DATA_DIR)
+        report.data_files_after = len(packed)
+        report.meta_files_after = 1
+    report.seconds = time.perf_counter() - t0
+    logger.info("compacted %s: %d -> %d data files in %.2f s", root, report.data_files_before,
+                report.data_files_after, report.seconds)
+    return report
+
+
+def info_summary(path: str | Path) -> dict[str, Any]:
+    """A short description of a dataset for ``sim2pi dataset info``."""
+    root = Path(path)
+    info = load_info(root)
+    rows, _ = resolve_rows(read_meta_files(root))
+    lengths = [int(r["length"]) for r in rows]
+    sim2pi = info.get("sim2pi", {})
+    spec = sim2pi.get("spec", {})
+    return {
+        "path": str(root),
+        "task": spec.get("task"),
+        "robot": info.get("robot_type"),
+        "robot_hash": sim2pi.get("robot_hash"),
+        "fps": info.get("fps"),
+        "episodes": len(rows),
+        "frames": int(sum(lengths)),
+        "mean_length": float(np.mean(lengths)) if lengths else 0.0,
+        "tasks": read_tasks(root),
+        "data_files": len(_slot_files(root / DATA_DIR, ".parquet")),
+        "episode_files": len(_slot_files(root / EPISODES_DIR, ".parquet")),
+        "features": {k: f"{v['dtype']} {tuple(v['shape'])}" for k, v in info["features"].items()},
+        "encoder": sim2pi.get("encoder"),
+    }

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from deploy.bundle import Bundle
+from deploy.teleop import Command
 from hardware.errors import BundleError, SpecMismatch
 from hardware.spec import Feature
 
@@ -172,8 +173,6 @@ class PolicySource:
 
     def command(self, ctx: Any) -> Any:
         """Run the policy on ``ctx.obs``; returns a ``Command`` stamped ``ctx.now``."""
-        from deploy.teleop import Command
-
         return Command(self.policy.act(ctx.obs), ctx.now, self.name)
 
     def events(self) -> list[str]:

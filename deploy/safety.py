@@ -13,9 +13,11 @@ injected clock):
 6. **obstacle**: with a valid echo closer than ``obstacle_stop``, the forward part of the command is
    removed (``v = (left + right) / 2 > 0`` is subtracted from both wheels), so the robot can still
    turn on the spot and reverse away.
-7. **slew-rate**: each wheel's duty changes by at most ``slew_rate × dt`` per tick (``dt`` is the
-   measured tick interval, capped at 1.5 control periods so a stall cannot allow a jump). Stops
-   from rules 1-4 (and the watchdog) bypass the ramp: stopping is always immediate.
+7. **slew-rate**: each wheel's duty moves *away from zero* by at most ``slew_rate × dt`` per tick
+   (``dt`` is the measured tick interval, capped at 1.5 control periods so a stall cannot allow a
+   jump). Braking toward zero is never delayed (a ramp-down would keep the robot driving into the
+   obstacle that rule 6 just refused); a reversal brakes to zero, then ramps. Stops from rules 1-4
+   (and the watchdog) are immediate too.
 
 The **loop-stall watchdog** is :class:`Watchdog`: a thread that calls ``robot.stop()`` directly when
 the loop has not kicked it for ``watchdog`` seconds (default 0.2 s), e.g. while inference hangs.
@@ -257,12 +259,17 @@ class SafetyLayer:
         return a - v
 
     def _slew(self, a: np.ndarray, t: float, reasons: list[str]) -> np.ndarray:
-        """Limit each wheel's duty change to slew_rate × dt (dt capped at 1.5 periods)."""
+        """Limit each wheel's acceleration away from zero to slew_rate × dt (dt capped at 1.5
+        periods). Braking toward zero is never delayed; a reversal brakes to zero first, then ramps.
+        """
         dt = self.period if self._prev_t is None else max(0.0, t - self._prev_t)
         dt = min(dt, 1.5 * self.period)
         step = self.config.slew_rate * dt
-        lim = np.clip(a, self._prev - step, self._prev + step)
-        if not np.allclose(lim, a, rtol=0.0, atol=1e-12):
+        prev = self._prev
+        braking = (prev * a >= 0) & (np.abs(a) <= np.abs(prev))
+        base = np.where(prev * a > 0, prev, 0.0)
+        lim = np.where(braking, a, np.clip(a, base - step, base + step))
+        if not np.array_equal(lim, a):
             reasons.append("slew")
             return lim
         return a

@@ -302,7 +302,7 @@ def probe_video(path: str | Path, fps: int) -> VideoProbe:
             return VideoProbe(
                 frames=len(times), width=s.codec_context.width, height=s.codec_context.height,
                 codec=s.codec.canonical_name if s.codec else "", pix_fmt=s.codec_context.pix_fmt or "",
-                fps=int(round(float(s.base_rate or s.average_rate or fps))), pts_ok=ok,
+                fps=round(float(s.base_rate or s.average_rate or fps)), pts_ok=ok,
                 extradata=bytes(s.codec_context.extradata or b""))
     except DatasetError:
         raise
@@ -339,7 +339,7 @@ def decode_frames(path: str | Path, start: int, count: int, fps: int) -> np.ndar
             if start > 0:
                 c.seek(int(Fraction(start, fps) / tb), stream=s, backward=True, any_frame=False)
             for frame in c.decode(s):
-                k = int(round(float(frame.pts * tb) * fps))
+                k = round(float(frame.pts * tb) * fps)
                 if k < start:
                     continue
                 if k >= start + count:

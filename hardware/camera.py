@@ -99,15 +99,19 @@ class Camera(ABC):
             StaleData: no frame yet, or the newest frame is too old (the message gives its age).
         """
         if not self.is_connected:
-            raise DeviceError(f"{type(self).__name__} is not connected; call connect() first "
-                              "or use `with camera:`")
+            raise DeviceError(
+                f"{type(self).__name__} is not connected; call connect() first "
+                "or use `with camera:`"
+            )
         frame = self.latest()
         if frame is None:
             raise StaleData(f"{type(self).__name__}: no frame has arrived yet")
         age_ms = (self.clock() - frame.timestamp) * 1000.0
         if age_ms > max_age_ms:
-            raise StaleData(f"{type(self).__name__}: newest frame is {age_ms:.0f} ms old "
-                            f"(allowed {max_age_ms:.0f} ms); is the camera still streaming?")
+            raise StaleData(
+                f"{type(self).__name__}: newest frame is {age_ms:.0f} ms old "
+                f"(allowed {max_age_ms:.0f} ms); is the camera still streaming?"
+            )
         return frame.image
 
     def wait_for_frame(self, timeout: float = 2.0) -> Frame:
@@ -118,8 +122,10 @@ class Camera(ABC):
             if frame is not None:
                 return frame
             if time.monotonic() >= deadline:
-                raise DeviceError(f"{type(self).__name__} delivered no frame within {timeout:.1f} s; "
-                                  "check the cable/connection and that no other process uses it")
+                raise DeviceError(
+                    f"{type(self).__name__} delivered no frame within {timeout:.1f} s; "
+                    "check the cable/connection and that no other process uses it"
+                )
             time.sleep(0.005)
 
     def __enter__(self) -> Camera:
@@ -127,8 +133,12 @@ class Camera(ABC):
             self.connect()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.disconnect()
 
 
@@ -167,12 +177,14 @@ class ThreadedCamera(Camera):
         self._open()
         self._stop.clear()
         self._latest = None
-        self._thread = threading.Thread(target=self._run, name=f"{type(self).__name__}-grab",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"{type(self).__name__}-grab", daemon=True
+        )
         self._connected = True
         self._thread.start()
-        log.info("%s connected (%dx%d @ %g fps)", type(self).__name__, self.width, self.height,
-                 self.fps)
+        log.info(
+            "%s connected (%dx%d @ %g fps)", type(self).__name__, self.width, self.height, self.fps
+        )
 
     def latest(self) -> Frame | None:
         return self._latest
@@ -183,11 +195,16 @@ class ThreadedCamera(Camera):
             try:
                 image = self._grab()
                 frame = Frame(resize_rgb(image, self.width, self.height), self.clock())
-            except Exception as e:  # a flaky USB camera must not kill the thread; staleness shows it
+            except Exception as e:
+                # a flaky USB camera must not kill the thread; the growing frame age shows it
                 self.grab_errors += 1
                 if self.grab_errors == 1 or self.grab_errors % 100 == 0:
-                    log.warning("%s: frame grab failed (%d so far): %s", type(self).__name__,
-                                self.grab_errors, e)
+                    log.warning(
+                        "%s: frame grab failed (%d so far): %s",
+                        type(self).__name__,
+                        self.grab_errors,
+                        e,
+                    )
                 self._stop.wait(backoff)
                 continue
             self._latest = frame
@@ -201,8 +218,9 @@ class ThreadedCamera(Camera):
         if self._thread is not None:
             self._thread.join(timeout=2.0 + 2.0 / self.fps)
             if self._thread.is_alive():
-                log.warning("%s: grab thread did not stop within 2 s; releasing anyway",
-                            type(self).__name__)
+                log.warning(
+                    "%s: grab thread did not stop within 2 s; releasing anyway", type(self).__name__
+                )
             self._thread = None
         try:
             self._release()
@@ -225,9 +243,16 @@ class Picamera2Camera(ThreadedCamera):
         clock: time source for frame timestamps.
     """
 
-    def __init__(self, camera_num: int = 0, width: int = 64, height: int = 64, fps: float = 30, *,
-                 picamera2_factory: Callable[[int], Any] | None = None,
-                 clock: Clock = time.monotonic):
+    def __init__(
+        self,
+        camera_num: int = 0,
+        width: int = 64,
+        height: int = 64,
+        fps: float = 30,
+        *,
+        picamera2_factory: Callable[[int], Any] | None = None,
+        clock: Clock = time.monotonic,
+    ):
         super().__init__(width, height, fps, clock=clock)
         self.camera_num = int(camera_num)
         self._factory = picamera2_factory
@@ -256,9 +281,11 @@ class Picamera2Camera(ThreadedCamera):
         except DeviceError:
             raise
         except Exception as e:
-            raise DeviceError(f"could not start CSI camera {self.camera_num} with picamera2 "
-                              f"({type(e).__name__}: {e}); check the ribbon cable and "
-                              "`rpicam-hello --list-cameras`") from e
+            raise DeviceError(
+                f"could not start CSI camera {self.camera_num} with picamera2 "
+                f"({type(e).__name__}: {e}); check the ribbon cable and "
+                "`rpicam-hello --list-cameras`"
+            ) from e
         self._cam = cam
 
     def _grab(self) -> np.ndarray:
@@ -286,9 +313,16 @@ class OpenCVCamera(ThreadedCamera):
         clock: time source for frame timestamps.
     """
 
-    def __init__(self, device: int | str = 0, width: int = 64, height: int = 64, fps: float = 30,
-                 *, capture_factory: Callable[[int | str], Any] | None = None,
-                 clock: Clock = time.monotonic):
+    def __init__(
+        self,
+        device: int | str = 0,
+        width: int = 64,
+        height: int = 64,
+        fps: float = 30,
+        *,
+        capture_factory: Callable[[int | str], Any] | None = None,
+        clock: Clock = time.monotonic,
+    ):
         super().__init__(width, height, fps, clock=clock)
         self.device = device
         self._factory = capture_factory
@@ -301,9 +335,11 @@ class OpenCVCamera(ThreadedCamera):
         cap = factory(self.device)
         if not cap.isOpened():
             cap.release()
-            raise DeviceError(f"could not open camera {self.device!r} with OpenCV; list cameras with "
-                              "`v4l2-ctl --list-devices` and set camera.device to the /dev/videoN "
-                              "number (your user needs the 'video' group)")
+            raise DeviceError(
+                f"could not open camera {self.device!r} with OpenCV; list cameras with "
+                "`v4l2-ctl --list-devices` and set camera.device to the /dev/videoN "
+                "number (your user needs the 'video' group)"
+            )
         cap.set(cv2.CAP_PROP_FPS, float(self.fps))
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep latency low: we only want the newest frame
         self._cap = cap
@@ -325,16 +361,41 @@ class OpenCVCamera(ThreadedCamera):
 def synthetic_frames(width: int, height: int, n: int = 30) -> list[np.ndarray]:
     """``n`` RGB frames of a bright square moving across a gradient (for the mock backend)."""
     yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1),
-                     np.full_like(xx, 64)], axis=-1).astype(np.uint8)
+    base = np.stack(
+        [xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), np.full_like(xx, 64)],
+        axis=-1,
+    ).astype(np.uint8)
     side = max(2, min(width, height) // 4)
     frames = []
     for i in range(n):
         img = base.copy()
         x0 = (i * max(1, (width - side) // max(n - 1, 1))) % max(width - side, 1)
         y0 = (height - side) // 2
-        img[y0:y0 + side, x0:x0 + side] = (255, 32, 32)
+        img[y0 : y0 + side, x0 : x0 + side] = (255, 32, 32)
         frames.append(img)
+    return frames
+
+
+def _decode_pyav(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [fr.to_ndarray(format="rgb24") for fr in container.decode(video=0)]
+
+
+def _decode_cv2(path: Path) -> list[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames.append(np.ascontiguousarray(bgr[..., ::-1]))
+    finally:
+        cap.release()
     return frames
 
 
@@ -357,23 +418,11 @@ def _load_frames(source: str | Path) -> list[np.ndarray]:
     if not path.exists():
         raise DeviceError(f"{path}: no such replay folder or video file")
     try:
-        import av
-    except ImportError:
-        av = None
-    if av is not None:
-        with av.open(str(path)) as container:
-            frames = [fr.to_ndarray(format="rgb24") for fr in container.decode(video=0)]
-    else:
-        import cv2
-
-        cap = cv2.VideoCapture(str(path))
-        frames = []
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(np.ascontiguousarray(bgr[..., ::-1]))
-        cap.release()
+        frames = _decode_pyav(path)
+    except ImportError:  # no PyAV: let OpenCV decode
+        frames = _decode_cv2(path)
+    except Exception as e:  # PyAV raises its own FFmpegError family on broken files
+        raise DeviceError(f"{path}: cannot decode this video ({type(e).__name__}: {e})") from e
     if not frames:
         raise DeviceError(f"{path}: the video has no decodable frames")
     return frames
@@ -395,9 +444,16 @@ class ReplayCamera(Camera):
         clock: time source.
     """
 
-    def __init__(self, source: str | Path | Sequence[np.ndarray], width: int = 64,
-                 height: int = 64, fps: float = 30, *, loop: bool = True,
-                 clock: Clock = time.monotonic):
+    def __init__(
+        self,
+        source: str | Path | Sequence[np.ndarray],
+        width: int = 64,
+        height: int = 64,
+        fps: float = 30,
+        *,
+        loop: bool = True,
+        clock: Clock = time.monotonic,
+    ):
         super().__init__(width, height, fps, clock=clock)
         self.source = source
         self.loop = loop
@@ -426,8 +482,12 @@ class ReplayCamera(Camera):
         self._frames = [resize_rgb(f, self.width, self.height) for f in raw]
         self._t0 = self.clock()
         self._frozen_at = None
-        log.info("ReplayCamera connected: %d frames at %g fps (loop=%s)", len(self._frames),
-                 self.fps, self.loop)
+        log.info(
+            "ReplayCamera connected: %d frames at %g fps (loop=%s)",
+            len(self._frames),
+            self.fps,
+            self.loop,
+        )
 
     def freeze(self, frozen: bool = True) -> None:
         """Stop (or resume) delivering new frames; the newest frame then ages."""

@@ -35,8 +35,15 @@ from hardware.errors import DescriptionError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "robots"
 
 
-def f(default: Any, doc: str, *, unit: str = "", lo: float | None = None, hi: float | None = None,
-      choices: tuple[Any, ...] | None = None) -> Any:
+def f(
+    default: Any,
+    doc: str,
+    *,
+    unit: str = "",
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
     """A documented dataclass field with a unit and an allowed range."""
     meta = {"doc": doc, "unit": unit, "lo": lo, "hi": hi, "choices": choices}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
@@ -57,7 +64,9 @@ class Pose:
     x: float = f(0.0, "forward offset", unit="m", lo=-1.0, hi=1.0)
     y: float = f(0.0, "left offset", unit="m", lo=-1.0, hi=1.0)
     z: float = f(0.0, "height above the floor", unit="m", lo=0.0, hi=1.0)
-    yaw: float = f(0.0, "heading relative to the chassis, counter-clockwise", unit="deg", lo=-180, hi=180)
+    yaw: float = f(
+        0.0, "heading relative to the chassis, counter-clockwise", unit="deg", lo=-180, hi=180
+    )
     pitch: float = f(0.0, "downward tilt (positive looks at the floor)", unit="deg", lo=-90, hi=90)
 
 
@@ -67,12 +76,22 @@ class Geometry:
 
     wheel_radius: float = f(0.033, "driven wheel radius", unit="m", lo=0.005, hi=0.5)
     wheel_width: float = f(0.026, "driven wheel width", unit="m", lo=0.002, hi=0.2)
-    track_width: float = f(0.14, "distance between the two wheel contact points", unit="m", lo=0.03, hi=1.5)
+    track_width: float = f(
+        0.14, "distance between the two wheel contact points", unit="m", lo=0.03, hi=1.5
+    )
     body_length: float = f(0.20, "chassis length", unit="m", lo=0.03, hi=2.0)
     body_width: float = f(0.11, "chassis width (between the wheels)", unit="m", lo=0.02, hi=2.0)
     body_height: float = f(0.05, "chassis plate-to-top height", unit="m", lo=0.005, hi=1.0)
-    axle_offset: float = f(0.04, "how far the wheel axle sits in front of the chassis centre", unit="m", lo=-1.0, hi=1.0)
-    caster_radius: float = f(0.012, "radius of the ball caster at the rear", unit="m", lo=0.002, hi=0.2)
+    axle_offset: float = f(
+        0.04,
+        "how far the wheel axle sits in front of the chassis centre",
+        unit="m",
+        lo=-1.0,
+        hi=1.0,
+    )
+    caster_radius: float = f(
+        0.012, "radius of the ball caster at the rear", unit="m", lo=0.002, hi=0.2
+    )
     mass: float = f(0.75, "total mass including battery", unit="kg", lo=0.05, hi=50.0)
 
 
@@ -83,7 +102,9 @@ class MotorPins:
 
     forward: int | None = f(None, "BCM pin driving the motor forward (motor driver)", lo=0, hi=27)
     backward: int | None = f(None, "BCM pin driving the motor backward (motor driver)", lo=0, hi=27)
-    enable: int | None = f(None, "BCM enable/PWM pin (optional for motor, required for phase_enable)", lo=0, hi=27)
+    enable: int | None = f(
+        None, "BCM enable/PWM pin (optional for motor, required for phase_enable)", lo=0, hi=27
+    )
     phase: int | None = f(None, "BCM direction pin (phase_enable driver)", lo=0, hi=27)
 
 
@@ -97,9 +118,13 @@ class Motors:
     pwm_frequency: int = f(1000, "PWM frequency", unit="Hz", lo=50, hi=40000)
     invert_left: bool = f(False, "swap the left motor's direction (wired backwards)")
     invert_right: bool = f(False, "swap the right motor's direction (wired backwards)")
-    max_wheel_speed: float = f(19.0, "no-load wheel speed at full duty", unit="rad/s", lo=0.5, hi=200.0)
+    max_wheel_speed: float = f(
+        19.0, "no-load wheel speed at full duty", unit="rad/s", lo=0.5, hi=200.0
+    )
     deadband: float = f(0.12, "duty below which the motor does not turn", lo=0.0, hi=0.9)
-    time_constant: float = f(0.08, "first-order lag of wheel speed to duty", unit="s", lo=0.0, hi=2.0)
+    time_constant: float = f(
+        0.08, "first-order lag of wheel speed to duty", unit="s", lo=0.0, hi=2.0
+    )
     stall_torque: float = f(0.08, "stall torque at the wheel", unit="N*m", lo=0.001, hi=20.0)
 
 
@@ -115,7 +140,9 @@ class Ultrasonic:
     cone_angle: float = f(30.0, "full opening angle of the beam", unit="deg", lo=1.0, hi=90.0)
     rate: float = f(20.0, "measurement rate", unit="Hz", lo=1.0, hi=50.0)
     noise_std: float = f(0.005, "range noise standard deviation", unit="m", lo=0.0, hi=0.2)
-    timeout: float = f(0.03, "longest wait for an echo before 'no echo'", unit="s", lo=0.005, hi=0.2)
+    timeout: float = f(
+        0.03, "longest wait for an echo before 'no echo'", unit="s", lo=0.005, hi=0.2
+    )
     mount: Pose = f(Pose(x=0.10, z=0.06), "mount pose")
 
 
@@ -128,7 +155,9 @@ class Encoders:
     left_b: int = f(25, "BCM pin, left encoder channel B", lo=0, hi=27)
     right_a: int = f(26, "BCM pin, right encoder channel A", lo=0, hi=27)
     right_b: int = f(16, "BCM pin, right encoder channel B", lo=0, hi=27)
-    ticks_per_rev: int = f(360, "encoder steps per wheel revolution (after the gearbox)", lo=1, hi=100000)
+    ticks_per_rev: int = f(
+        360, "encoder steps per wheel revolution (after the gearbox)", lo=1, hi=100000
+    )
 
 
 @dataclass
@@ -141,7 +170,9 @@ class Camera:
     width: int = f(64, "frame width delivered to the policy", unit="px", lo=8, hi=4096)
     height: int = f(64, "frame height delivered to the policy", unit="px", lo=8, hi=4096)
     fps: int = f(30, "capture rate", unit="Hz", lo=1, hi=240)
-    fov: float = f(62.2, "horizontal field of view (Pi Camera v2: 62.2)", unit="deg", lo=10.0, hi=179.0)
+    fov: float = f(
+        62.2, "horizontal field of view (Pi Camera v2: 62.2)", unit="deg", lo=10.0, hi=179.0
+    )
     near: float = f(0.02, "near clip of the rendered twin camera", unit="m", lo=0.001, hi=1.0)
     far: float = f(5.0, "far clip of the rendered twin camera", unit="m", lo=0.5, hi=100.0)
     mount: Pose = f(Pose(x=0.09, z=0.09, pitch=15.0), "mount pose")
@@ -170,12 +201,22 @@ class Safety:
 
     max_duty: float = f(1.0, "largest |duty| ever sent to a motor", lo=0.05, hi=1.0)
     slew_rate: float = f(8.0, "largest duty change per second", unit="1/s", lo=0.1, hi=1000.0)
-    deadman: float = f(0.3, "stop when no fresh command arrived for this long", unit="s", lo=0.02, hi=5.0)
+    deadman: float = f(
+        0.3, "stop when no fresh command arrived for this long", unit="s", lo=0.02, hi=5.0
+    )
     watchdog: float = f(0.2, "stop when the loop stalls for this long", unit="s", lo=0.02, hi=5.0)
-    obstacle_stop: float = f(0.08, "refuse forward motion when the range is below this", unit="m", lo=0.0, hi=2.0)
-    sensor_stale: float = f(0.25, "stop when the range reading is older than this", unit="s", lo=0.02, hi=5.0)
-    camera_stale: float = f(0.25, "stop when the camera frame is older than this", unit="s", lo=0.02, hi=5.0)
-    estop_pin: int | None = f(None, "BCM pin of a latching e-stop button (pulled up, pressed = low)", lo=0, hi=27)
+    obstacle_stop: float = f(
+        0.08, "refuse forward motion when the range is below this", unit="m", lo=0.0, hi=2.0
+    )
+    sensor_stale: float = f(
+        0.25, "stop when the range reading is older than this", unit="s", lo=0.02, hi=5.0
+    )
+    camera_stale: float = f(
+        0.25, "stop when the camera frame is older than this", unit="s", lo=0.02, hi=5.0
+    )
+    estop_pin: int | None = f(
+        None, "BCM pin of a latching e-stop button (pulled up, pressed = low)", lo=0, hi=27
+    )
 
 
 @dataclass
@@ -192,7 +233,9 @@ class RobotDescription:
     sensors: list[DigitalSensor] = f([], "optional digital line/light sensors")
     control: Control = f(Control(), "control loop")
     safety: Safety = f(Safety(), "safety limits")
-    source: str | None = field(default=None, compare=False, metadata={"doc": "file it was loaded from"})
+    source: str | None = field(
+        default=None, compare=False, metadata={"doc": "file it was loaded from"}
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -229,8 +272,9 @@ def _convert(tp: Any, value: Any, where: str, file: str | None) -> Any:
         return [_convert(item, v, f"{where}[{i}]", file) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise DescriptionError(f"expected a mapping of {tp.__name__} fields, got {value!r}",
-                                   file=file, field=where)
+            raise DescriptionError(
+                f"expected a mapping of {tp.__name__} fields, got {value!r}", file=file, field=where
+            )
         return _build(tp, value, where, file)
     if tp is bool:
         if not isinstance(value, bool):
@@ -257,8 +301,12 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str, file: str | None) ->
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else f" Known fields: {', '.join(fields)}."
-            raise DescriptionError(f"unknown field.{hint}", file=file, field=_join(prefix, str(key)))
+            hint = (
+                f" Did you mean '{close[0]}'?" if close else f" Known fields: {', '.join(fields)}."
+            )
+            raise DescriptionError(
+                f"unknown field.{hint}", file=file, field=_join(prefix, str(key))
+            )
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, _join(prefix, name), file)
@@ -297,16 +345,20 @@ def _check_ranges(obj: Any, prefix: str, file: str | None) -> None:
             continue
         choices = meta.get("choices")
         if choices and value not in choices:
-            raise DescriptionError(f"{value!r} is not allowed; choose one of {list(choices)}",
-                                   file=file, field=where)
+            raise DescriptionError(
+                f"{value!r} is not allowed; choose one of {list(choices)}", file=file, field=where
+            )
         lo, hi = meta.get("lo"), meta.get("hi")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             unit = f" {meta.get('unit')}" if meta.get("unit") else ""
             if not math.isfinite(value):
                 raise DescriptionError(f"{value!r} is not a finite number", file=file, field=where)
             if (lo is not None and value < lo) or (hi is not None and value > hi):
-                raise DescriptionError(f"{value}{unit} is outside the allowed range [{lo}, {hi}]{unit}",
-                                       file=file, field=where)
+                raise DescriptionError(
+                    f"{value}{unit} is outside the allowed range [{lo}, {hi}]{unit}",
+                    file=file,
+                    field=where,
+                )
 
 
 def validate(desc: RobotDescription) -> None:
@@ -317,18 +369,26 @@ def validate(desc: RobotDescription) -> None:
     for side in ("left", "right"):
         pins: MotorPins = getattr(m, side)
         if m.driver == "motor" and (pins.forward is None or pins.backward is None):
-            raise DescriptionError("a 'motor' driver needs both 'forward' and 'backward' pins",
-                                   file=file, field=f"motors.{side}")
+            raise DescriptionError(
+                "a 'motor' driver needs both 'forward' and 'backward' pins",
+                file=file,
+                field=f"motors.{side}",
+            )
         if m.driver == "phase_enable" and (pins.phase is None or pins.enable is None):
-            raise DescriptionError("a 'phase_enable' driver needs 'phase' and 'enable' pins",
-                                   file=file, field=f"motors.{side}")
+            raise DescriptionError(
+                "a 'phase_enable' driver needs 'phase' and 'enable' pins",
+                file=file,
+                field=f"motors.{side}",
+            )
     used: dict[int, str] = {}
 
     def claim(pin: int | None, where: str) -> None:
         if pin is None:
             return
         if pin in used:
-            raise DescriptionError(f"BCM pin {pin} is already used by '{used[pin]}'", file=file, field=where)
+            raise DescriptionError(
+                f"BCM pin {pin} is already used by '{used[pin]}'", file=file, field=where
+            )
         used[pin] = where
 
     for side in ("left", "right"):
@@ -339,8 +399,11 @@ def validate(desc: RobotDescription) -> None:
         claim(desc.ultrasonic.trigger, "ultrasonic.trigger")
         claim(desc.ultrasonic.echo, "ultrasonic.echo")
         if desc.ultrasonic.min_distance >= desc.ultrasonic.max_distance:
-            raise DescriptionError("must be smaller than ultrasonic.max_distance", file=file,
-                                   field="ultrasonic.min_distance")
+            raise DescriptionError(
+                "must be smaller than ultrasonic.max_distance",
+                file=file,
+                field="ultrasonic.min_distance",
+            )
     if desc.encoders.enabled:
         for name in ("left_a", "left_b", "right_a", "right_b"):
             claim(getattr(desc.encoders, name), f"encoders.{name}")
@@ -349,9 +412,12 @@ def validate(desc: RobotDescription) -> None:
     claim(desc.safety.estop_pin, "safety.estop_pin")
     g = desc.geometry
     if g.body_width >= g.track_width:
-        raise DescriptionError(f"{g.body_width} m must be smaller than geometry.track_width "
-                               f"({g.track_width} m): the wheels sit outside the chassis",
-                               file=file, field="geometry.body_width")
+        raise DescriptionError(
+            f"{g.body_width} m must be smaller than geometry.track_width "
+            f"({g.track_width} m): the wheels sit outside the chassis",
+            file=file,
+            field="geometry.body_width",
+        )
     if desc.camera.near >= desc.camera.far:
         raise DescriptionError("must be smaller than camera.far", file=file, field="camera.near")
 
@@ -359,8 +425,9 @@ def validate(desc: RobotDescription) -> None:
 def from_dict(data: dict[str, Any], *, source: str | None = None) -> RobotDescription:
     """Build and validate a description from a plain mapping (e.g. parsed YAML)."""
     if not isinstance(data, dict):
-        raise DescriptionError(f"the top level must be a mapping of fields, got {type(data).__name__}",
-                               file=source)
+        raise DescriptionError(
+            f"the top level must be a mapping of fields, got {type(data).__name__}", file=source
+        )
     desc = _build(RobotDescription, data, "", source)
     desc.source = source
     validate(desc)
@@ -376,8 +443,9 @@ def resolve_description_path(name_or_path: str | Path) -> Path:
     if shipped.exists():
         return shipped
     known = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
-    raise DescriptionError(f"no such robot description; give a YAML path or one of: {known}",
-                           file=str(name_or_path))
+    raise DescriptionError(
+        f"no such robot description; give a YAML path or one of: {known}", file=str(name_or_path)
+    )
 
 
 def load_description(path: str | Path = "rover") -> RobotDescription:
@@ -392,7 +460,9 @@ def load_description(path: str | Path = "rover") -> RobotDescription:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise DescriptionError(f"not valid YAML{line}: {getattr(e, 'problem', e)}", file=str(p)) from None
+        raise DescriptionError(
+            f"not valid YAML{line}: {getattr(e, 'problem', e)}", file=str(p)
+        ) from None
     if data is None:
         data = {}
     return from_dict(data, source=str(p))
@@ -430,4 +500,3 @@ def field_docs(cls: type = RobotDescription, prefix: str = "") -> list[tuple[str
         if dataclasses.is_dataclass(inner):
             rows.extend(field_docs(inner, name))
     return rows
-

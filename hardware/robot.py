@@ -43,28 +43,54 @@ from hardware.description import RobotDescription
 from hardware.spec import Feature, action_feature, image, vector
 
 
-def robot_observation_features(desc: RobotDescription, *, marker: bool = False) -> dict[str, Feature]:
+def robot_observation_features(
+    desc: RobotDescription, *, marker: bool = False
+) -> dict[str, Feature]:
     """Raw sensor features of a described robot (see the table in the module docstring)."""
     feats: dict[str, Feature] = {
-        "pose": vector("pose", ("x", "y", "theta"), ("m", "m", "rad"), (-np.inf,) * 3,
-                       (np.inf,) * 3, "odometry pose"),
-        "wheel_speed": vector("wheel_speed", ("left", "right"), ("rad/s", "rad/s"),
-                              (-np.inf, -np.inf), (np.inf, np.inf), "wheel angular speed"),
+        "pose": vector(
+            "pose",
+            ("x", "y", "theta"),
+            ("m", "m", "rad"),
+            (-np.inf,) * 3,
+            (np.inf,) * 3,
+            "odometry pose",
+        ),
+        "wheel_speed": vector(
+            "wheel_speed",
+            ("left", "right"),
+            ("rad/s", "rad/s"),
+            (-np.inf, -np.inf),
+            (np.inf, np.inf),
+            "wheel angular speed",
+        ),
     }
     if desc.ultrasonic.enabled:
         us = desc.ultrasonic
-        feats["range"] = vector("range", ("distance",), ("m",), (0.0,), (us.max_distance,),
-                                "ultrasonic range; max_distance when no echo")
-        feats["range_valid"] = vector("range_valid", ("echo",), ("bool",), (0.0,), (1.0,),
-                                      "1 if an echo came back")
+        feats["range"] = vector(
+            "range",
+            ("distance",),
+            ("m",),
+            (0.0,),
+            (us.max_distance,),
+            "ultrasonic range; max_distance when no echo",
+        )
+        feats["range_valid"] = vector(
+            "range_valid", ("echo",), ("bool",), (0.0,), (1.0,), "1 if an echo came back"
+        )
         feats["range_age"] = vector("range_age", ("age",), ("s",), (0.0,), (np.inf,), "reading age")
     if desc.camera.enabled:
         feats["image"] = image("image", desc.camera.height, desc.camera.width, "front camera, RGB")
         feats["image_age"] = vector("image_age", ("age",), ("s",), (0.0,), (np.inf,), "frame age")
     if marker:
-        feats["marker"] = vector("marker", ("seen", "x", "y"), ("bool", "m", "m"),
-                                 (0.0, -np.inf, -np.inf), (1.0, np.inf, np.inf),
-                                 "fiducial detection in the robot frame")
+        feats["marker"] = vector(
+            "marker",
+            ("seen", "x", "y"),
+            ("bool", "m", "m"),
+            (0.0, -np.inf, -np.inf),
+            (1.0, np.inf, np.inf),
+            "fiducial detection in the robot frame",
+        )
     return feats
 
 
@@ -109,8 +135,12 @@ class Robot(ABC):
             self.connect()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.disconnect()
 
 

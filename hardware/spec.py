@@ -54,14 +54,20 @@ class Feature:
         if self.units is not None:
             object.__setattr__(self, "units", tuple(self.units))
         if self.is_vector and self.names is not None and len(self.names) != self.dim:
-            raise ValueError(f"feature '{self.key}': {len(self.names)} names for {self.dim} dimensions")
+            raise ValueError(
+                f"feature '{self.key}': {len(self.names)} names for {self.dim} dimensions"
+            )
         for attr in ("low", "high"):
             v = getattr(self, attr)
             if v is not None:
                 n = np.size(v)
                 if n not in (1, self.dim):
-                    raise ValueError(f"feature '{self.key}': {n} {attr} values for {self.dim} dimensions")
-                object.__setattr__(self, attr, tuple(float(x) for x in np.broadcast_to(v, (self.dim,))))
+                    raise ValueError(
+                        f"feature '{self.key}': {n} {attr} values for {self.dim} dimensions"
+                    )
+                object.__setattr__(
+                    self, attr, tuple(float(x) for x in np.broadcast_to(v, (self.dim,)))
+                )
 
     @property
     def is_image(self) -> bool:
@@ -144,8 +150,15 @@ def _from_finite_or_str(v: Sequence[Any] | None) -> tuple[float, ...] | None:
     return tuple(float(x) for x in v)
 
 
-def vector(key: str, names: Sequence[str], units: Sequence[str], low: Sequence[float],
-           high: Sequence[float], doc: str = "", dtype: str = "float32") -> Feature:
+def vector(
+    key: str,
+    names: Sequence[str],
+    units: Sequence[str],
+    low: Sequence[float],
+    high: Sequence[float],
+    doc: str = "",
+    dtype: str = "float32",
+) -> Feature:
     """A 1-D float feature with per-dimension names, units and range."""
     n = max(len(names), len(low), len(high))
     return Feature(key, dtype, (n,), tuple(names), tuple(units), tuple(low), tuple(high), doc)
@@ -153,8 +166,16 @@ def vector(key: str, names: Sequence[str], units: Sequence[str], low: Sequence[f
 
 def image(key: str, height: int, width: int, doc: str = "") -> Feature:
     """An RGB uint8 image feature, (height, width, 3)."""
-    return Feature(key, "uint8", (height, width, 3), ("height", "width", "channels"), None,
-                   (0.0,), (255.0,), doc)
+    return Feature(
+        key,
+        "uint8",
+        (height, width, 3),
+        ("height", "width", "channels"),
+        None,
+        (0.0,),
+        (255.0,),
+        doc,
+    )
 
 
 @dataclass
@@ -193,8 +214,9 @@ class Spec:
         ours, theirs = list(self.observation), list(other.observation)
         for k in ours:
             if k not in other.observation:
-                raise SpecMismatch(k, "presence", "present", "missing",
-                                   f"the other side has {theirs}")
+                raise SpecMismatch(
+                    k, "presence", "present", "missing", f"the other side has {theirs}"
+                )
         for k in theirs:
             if k not in self.observation:
                 raise SpecMismatch(k, "presence", "missing", "present", f"expected only {ours}")
@@ -204,9 +226,14 @@ class Spec:
         if self.task and other.task and self.task != other.task:
             raise SpecMismatch("task", "name", self.task, other.task)
         if robot and self.robot_hash and other.robot_hash and self.robot_hash != other.robot_hash:
-            raise SpecMismatch("robot", "description hash", self.robot_hash, other.robot_hash,
-                               f"made for robot '{other.robot}', not '{self.robot}'; retrain or "
-                               "export for this robot description")
+            raise SpecMismatch(
+                "robot",
+                "description hash",
+                self.robot_hash,
+                other.robot_hash,
+                f"made for robot '{other.robot}', not '{self.robot}'; retrain or "
+                "export for this robot description",
+            )
 
     def check_observation(self, obs: Mapping[str, Any]) -> None:
         """Check a runtime observation dict against the spec, naming the bad feature."""
@@ -252,5 +279,11 @@ class Spec:
 
 def action_feature() -> Feature:
     """The differential-drive action: gpiozero ``Robot.value = (left, right)`` duty in [-1, 1]."""
-    return vector("action", ("left", "right"), ("duty", "duty"), (-1.0, -1.0), (1.0, 1.0),
-                  "wheel duty, as gpiozero Robot.value: +1 full forward, -1 full backward")
+    return vector(
+        "action",
+        ("left", "right"),
+        ("duty", "duty"),
+        (-1.0, -1.0),
+        (1.0, 1.0),
+        "wheel duty, as gpiozero Robot.value: +1 full forward, -1 full backward",
+    )

@@ -42,12 +42,21 @@ class TaskInfo:
 
 
 TASKS: dict[str, TaskInfo] = {
-    "reach": TaskInfo("reach", "sim2pi/RoverReach-v0", True, 0.05, 150,
-                      doc="drive to a goal (x, y)"),
-    "push": TaskInfo("push", "sim2pi/RoverPush-v0", True, 0.05, 300,
-                     doc="push the tagged box to a goal (x, y)"),
-    "seek": TaskInfo("seek", "sim2pi/RoverSeek-v0", False, 0.15, 200, n_task_ids=3,
-                     doc="drive up to the red / green / blue object named by the task id"),
+    "reach": TaskInfo(
+        "reach", "sim2pi/RoverReach-v0", True, 0.05, 150, doc="drive to a goal (x, y)"
+    ),
+    "push": TaskInfo(
+        "push", "sim2pi/RoverPush-v0", True, 0.05, 300, doc="push the tagged box to a goal (x, y)"
+    ),
+    "seek": TaskInfo(
+        "seek",
+        "sim2pi/RoverSeek-v0",
+        False,
+        0.15,
+        200,
+        n_task_ids=3,
+        doc="drive up to the red / green / blue object named by the task id",
+    ),
 }
 SEEK_COLORS = ("red", "green", "blue")
 
@@ -82,36 +91,69 @@ def task_spec(task: str, desc: RobotDescription) -> Spec:
         u += ["m", "m", "bool"]
         lo += [-lim - 0.5, -lim - 0.5, 0.0]
         hi += [lim + 0.5, lim + 0.5, 1.0]
-        obs["observation"] = vector("observation", n, u, lo, hi,
-                                    "odometry, wheel speeds, last box estimate from the marker")
-        notes["box"] = ("the box is observed through a fiducial (ArUco) detector on the front camera: "
-                        "field of view, range and noise as the camera; needs the `marker` feature")
+        obs["observation"] = vector(
+            "observation", n, u, lo, hi, "odometry, wheel speeds, last box estimate from the marker"
+        )
+        notes["box"] = (
+            "the box is observed through a fiducial (ArUco) detector on the front camera: "
+            "field of view, range and noise as the camera; needs the `marker` feature"
+        )
     else:
         us = desc.ultrasonic
         obs["observation"] = vector(
-            "observation", ("range", "range_valid", "wheel_left", "wheel_right"),
-            ("m", "bool", "rad/s", "rad/s"), (0.0, 0.0, -np.inf, -np.inf),
-            (us.max_distance, 1.0, np.inf, np.inf), "ultrasonic range and wheel speeds")
+            "observation",
+            ("range", "range_valid", "wheel_left", "wheel_right"),
+            ("m", "bool", "rad/s", "rad/s"),
+            (0.0, 0.0, -np.inf, -np.inf),
+            (us.max_distance, 1.0, np.inf, np.inf),
+            "ultrasonic range and wheel speeds",
+        )
         obs["image"] = image("image", 64, 64, "front camera, 64x64 RGB")
-        obs["task"] = vector("task", SEEK_COLORS, ("bool",) * 3, (0.0,) * 3, (1.0,) * 3,
-                             "one-hot: which coloured object to seek")
+        obs["task"] = vector(
+            "task",
+            SEEK_COLORS,
+            ("bool",) * 3,
+            (0.0,) * 3,
+            (1.0,) * 3,
+            "one-hot: which coloured object to seek",
+        )
     if info.goal_conditioned:
-        obs["achieved_goal"] = vector("achieved_goal", goal_names, goal_units, (-lim - 0.5,) * 2,
-                                      (lim + 0.5,) * 2,
-                                      "robot position (reach) / box estimate (push), odometry frame")
-        obs["desired_goal"] = vector("desired_goal", goal_names, goal_units, (-lim,) * 2, (lim,) * 2,
-                                     "goal position, odometry frame")
-    return Spec(observation=obs, action=action_feature(), task=info.name, robot=desc.name,
-                robot_hash=desc.hash, control_rate=desc.control.rate, notes=notes)
+        obs["achieved_goal"] = vector(
+            "achieved_goal",
+            goal_names,
+            goal_units,
+            (-lim - 0.5,) * 2,
+            (lim + 0.5,) * 2,
+            "robot position (reach) / box estimate (push), odometry frame",
+        )
+        obs["desired_goal"] = vector(
+            "desired_goal",
+            goal_names,
+            goal_units,
+            (-lim,) * 2,
+            (lim,) * 2,
+            "goal position, odometry frame",
+        )
+    return Spec(
+        observation=obs,
+        action=action_feature(),
+        task=info.name,
+        robot=desc.name,
+        robot_hash=desc.hash,
+        control_rate=desc.control.rate,
+        notes=notes,
+    )
 
 
 def goal_distance(achieved: np.ndarray, desired: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(np.asarray(achieved, dtype=np.float64) - np.asarray(desired, np.float64),
-                          axis=-1)
+    return np.linalg.norm(
+        np.asarray(achieved, dtype=np.float64) - np.asarray(desired, np.float64), axis=-1
+    )
 
 
-def compute_reward(task: str, achieved: np.ndarray, desired: np.ndarray, info: Any = None,
-                   *, dense: bool = False) -> np.ndarray:
+def compute_reward(
+    task: str, achieved: np.ndarray, desired: np.ndarray, info: Any = None, *, dense: bool = False
+) -> np.ndarray:
     """Vectorized reward over a batch (SB3's HerReplayBuffer calls it with batches).
 
     Sparse: 0 on success (distance < success_distance), else -1. Dense: minus the distance.
@@ -142,16 +184,16 @@ class Observer:
         self._box = np.zeros(2, np.float32)
         self._box_known = False
 
-    def reset(self, goal: Any = None, task_id: int | None = None,
-              box_guess: Any = None) -> None:
+    def reset(self, goal: Any = None, task_id: int | None = None, box_guess: Any = None) -> None:
         if self.info.goal_conditioned:
             if goal is None:
                 raise Sim2PiError(f"task '{self.info.name}' needs a goal (x, y)")
             self.goal = np.asarray(goal, np.float32).reshape(2)
         if self.info.n_task_ids:
             if task_id is None or not 0 <= int(task_id) < self.info.n_task_ids:
-                raise Sim2PiError(f"task '{self.info.name}' needs a task id in "
-                                  f"[0, {self.info.n_task_ids})")
+                raise Sim2PiError(
+                    f"task '{self.info.name}' needs a task id in [0, {self.info.n_task_ids})"
+                )
             self.task_id = int(task_id)
         self._box_known = box_guess is not None
         self._box = np.asarray(box_guess if box_guess is not None else (0.0, 0.0), np.float32)
@@ -176,15 +218,17 @@ class Observer:
                     self._box = np.asarray([bx, by], np.float32)
                     self._box_known = True
                 out["observation"] = np.asarray(
-                    [*base, self._box[0], self._box[1], 1.0 if seen else 0.0], np.float32)
+                    [*base, self._box[0], self._box[1], 1.0 if seen else 0.0], np.float32
+                )
                 out["achieved_goal"] = self._box.copy()
             out["desired_goal"] = self.goal.copy()
         else:
             rng = raw.get("range", np.array([self.desc.ultrasonic.max_distance]))
             valid = raw.get("range_valid", np.array([0.0]))
             ws = raw["wheel_speed"]
-            out["observation"] = np.asarray([float(rng[0]), float(valid[0]), float(ws[0]),
-                                             float(ws[1])], np.float32)
+            out["observation"] = np.asarray(
+                [float(rng[0]), float(valid[0]), float(ws[0]), float(ws[1])], np.float32
+            )
             img = raw["image"]
             if img.shape[:2] != (64, 64):
                 img = resize_nearest(img, 64, 64)

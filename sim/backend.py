@@ -64,19 +64,24 @@ class TwinBackend:
         randomization: dynamics ranges (off unless ``enabled``).
         seed: seeds the episode sequence when :meth:`new_episode` gets no seed.
         camera: render camera frames; default only for tasks whose policy sees the image (seek).
+        ultrasonic: simulate the HC-SR04; default: as the description says (the runtime's safety
+            layer reads it).
         robot_kwargs: more keyword arguments for :class:`SimRobot` (``gui``, ``physics_dt``, ...).
     """
 
     def __init__(self, task: str, desc: RobotDescription, *,
                  randomization: DynamicsRandomization | None = None, seed: int | None = None,
-                 camera: bool | None = None, **robot_kwargs: Any) -> None:
+                 camera: bool | None = None, ultrasonic: bool | None = None,
+                 **robot_kwargs: Any) -> None:
         self.info: TaskInfo = task_info(task)
         self.task = self.info.name
         self.desc = desc
         if camera is None:
             camera = self.task == "seek"
+        if ultrasonic is None:
+            ultrasonic = desc.ultrasonic.enabled
         self.robot = SimRobot(desc, randomization=randomization, seed=seed, camera=camera,
-                              **robot_kwargs)
+                              ultrasonic=ultrasonic, **robot_kwargs)
         self._rng = np.random.default_rng(seed)
         self.episode: dict[str, Any] = {}
         g = desc.geometry
@@ -168,14 +173,15 @@ class TwinBackend:
         pose = r.true_pose()
         thr = self.info.success_distance
         out: dict[str, Any] = {"true_pose": pose}
+        goal = self.episode.get("goal")
         if self.task == "reach":
-            d = float(np.linalg.norm(pose[:2] - np.asarray(self.episode["goal"])))
+            d = math.hypot(pose[0] - goal[0], pose[1] - goal[1])
             ok = d < thr
         elif self.task == "push":
             box = r.object_pose("box")
             out["true_box"] = box[:2].copy()
             out["box_z"] = float(box[2])
-            d = float(np.linalg.norm(box[:2] - np.asarray(self.episode["goal"])))
+            d = math.hypot(box[0] - goal[0], box[1] - goal[1])
             ok = d < thr
         else:
             target = self.episode["target"]
@@ -191,8 +197,7 @@ class TwinBackend:
         out["true_distance"] = d
         out["true_success"] = bool(ok)
         if achieved is not None and self.info.goal_conditioned:
-            gd = float(np.linalg.norm(np.asarray(achieved, np.float64)
-                                      - np.asarray(self.episode["goal"], np.float64)))
+            gd = math.hypot(float(achieved[0]) - goal[0], float(achieved[1]) - goal[1])
             out["is_success"] = bool(gd < thr)
         else:
             out["is_success"] = bool(ok)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from hardware.spec import Feature
 from hardware.tasks import Observer, compute_reward, task_info, task_spec
 from sim.backend import SEEK_FACING_DEG, TwinBackend, wrap_angle
 from sim.randomization import DynamicsRandomization
+from sim.twin import render_view
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ class RoverEnv(gym.Env):
                  reward_type: str = "sparse",
                  randomization: DynamicsRandomization | str | Path | dict | None = None,
                  render_mode: str | None = None, terminate_on_success: bool = True,
-                 max_steps: int | None = None, **robot_kwargs: Any) -> None:
+                 max_steps: int | None = None, full_sensors: bool = False,
+                 **robot_kwargs: Any) -> None:
         if reward_type not in ("sparse", "dense"):
             raise Sim2PiError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -84,9 +87,14 @@ class RoverEnv(gym.Env):
         self.max_steps = int(max_steps or self.task.max_steps)
         self.metadata = {**self.metadata, "render_fps": int(round(self.desc.control.rate))}
         self.spec_ = task_spec(self.task.name, self.desc)
+        # OrderedDict keeps the spec's feature order (gymnasium sorts a plain dict's keys).
         self.observation_space = spaces.Dict(
-            {k: feature_space(f) for k, f in self.spec_.observation.items()})
+            OrderedDict((k, feature_space(f)) for k, f in self.spec_.observation.items()))
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        # Simulate only the sensors the policy reads unless asked for all (speed).
+        needs_all = full_sensors or self.task.name == "seek"
+        robot_kwargs.setdefault("camera", needs_all)
+        robot_kwargs.setdefault("ultrasonic", needs_all)
         self.backend = TwinBackend(self.task.name, self.desc,
                                    randomization=_randomization(randomization), **robot_kwargs)
         self.robot = self.backend.robot
@@ -144,18 +152,14 @@ class RoverEnv(gym.Env):
 
 def render_chase(robot: Any, width: int = 320, height: int = 240) -> np.ndarray:
     """An RGB frame from 0.6 m behind and 0.5 m above the robot, looking at it."""
-    c = robot.client
-    import pybullet as p
-
     x, y, th = robot.true_pose()
-    eye = [x - 0.6 * math.cos(th), y - 0.6 * math.sin(th), 0.5]
-    view = c.computeViewMatrix(eye, [x + 0.2 * math.cos(th), y + 0.2 * math.sin(th), 0.0],
-                               [0, 0, 1])
-    proj = c.computeProjectionMatrixFOV(60, width / height, 0.02, 6.0)
-    _, _, rgba, _, _ = c.getCameraImage(width, height, view, proj, shadow=0,
-                                        renderer=p.ER_TINY_RENDERER,
-                                        flags=p.ER_NO_SEGMENTATION_MASK)
-    return np.ascontiguousarray(np.asarray(rgba, np.uint8).reshape(height, width, 4)[:, :, :3])
+    eye = np.array([x - 0.6 * math.cos(th), y - 0.6 * math.sin(th), 0.5])
+    target = np.array([x + 0.2 * math.cos(th), y + 0.2 * math.sin(th), 0.0])
+    fwd = (target - eye) / np.linalg.norm(target - eye)
+    left = np.array([-math.sin(th), math.cos(th), 0.0])
+    up = np.cross(fwd, left)
+    hfov = math.degrees(2 * math.atan(math.tan(math.radians(30)) * width / height))
+    return render_view(robot, eye, fwd, up, hfov, width, height, 0.02, 6.0)
 
 
 class RoverReachEnv(RoverEnv):

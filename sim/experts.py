@@ -196,14 +196,22 @@ class PushExpert(Expert):
 
 
 class SeekExpert(Expert):
-    """Visual servoing on the target colour's blob in the 64×64 image."""
+    """Visual servoing on the target colour's blob in the 64×64 image.
+
+    Search: spin in place. After a full turn without the target (hidden behind another object),
+    line up with a visible other object, turn 90° and drive ~0.3 m to a new vantage point.
+    """
 
     task = "seek"
     STOP_RANGE = 0.11  # m: ultrasonic reading at which to stop in front of the target
+    FULL_TURN = 36  # ticks of spinning counted as a full turn (~4 rad/s at 20 Hz, with margin)
 
     def reset(self) -> None:
         self.search_dir = 1.0
-        self.ticks_unseen = 0
+        self.state = "search"
+        self.ticks = 0
+        self.servo_ticks = 0
+        self.resume = "search"
 
     @staticmethod
     def blob(image: np.ndarray, color: int) -> tuple[int, float, float]:
@@ -219,19 +227,52 @@ class SeekExpert(Expert):
         w = image.shape[1]
         return n, float((cols.mean() + 0.5) / w * 2 - 1), float(rows.max() / image.shape[0])
 
+    def _goto(self, state: str) -> None:
+        self.state, self.ticks = state, 0
+
     def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
             ) -> np.ndarray:
         color = int(np.argmax(policy_obs["task"]))
-        n, cx, _ = self.blob(policy_obs["image"], color)
+        image = policy_obs["image"]
+        n, cx, _ = self.blob(image, color)
         rng, valid = float(policy_obs["observation"][0]), policy_obs["observation"][1] > 0.5
-        if n < 2:
-            self.ticks_unseen += 1
-            # spin to search; after a full turn or so, drive a little to look past occluders
-            if self.ticks_unseen % 60 > 45:
-                return self.wheels(0.5, 0.0) if not (valid and rng < 0.3) else \
-                    self.wheels(0.0, 0.5 * self.search_dir)
+        if n >= 2:
+            if self.state != "servo":
+                self.resume, self.servo_ticks = self.state, 0
+                self.state = "servo"
+            self.servo_ticks += 1
+            return self._servo(n, cx, rng, valid, image)
+        if self.state == "servo":
+            # Lost it. After a real approach search afresh (turning the way it was last seen);
+            # after a glimpse (peeking past an occluder) carry on with the search as it was.
+            if self.servo_ticks > 6:
+                self._goto("search")
+            else:
+                self.state = self.resume
+        self.ticks += 1
+        if self.state == "search":
+            if self.ticks > self.FULL_TURN:
+                self._goto("line_up")
             return self.wheels(0.0, 0.45 * self.search_dir)
-        self.ticks_unseen = 0
+        if self.state == "line_up":  # face another object (the likely occluder)
+            others = [self.blob(image, k) for k in range(3) if k != color]
+            seen = [o for o in others if o[0] >= 2]
+            if self.ticks > self.FULL_TURN or (seen and abs(min(seen)[1]) < 0.25):
+                self._goto("side_turn")
+            return self.wheels(0.0, 0.45 * self.search_dir)
+        if self.state == "side_turn":
+            if self.ticks > 8:
+                self._goto("relocate")
+            return self.wheels(0.0, 0.45)
+        # relocate: drive to a new vantage point, turning away from walls and objects
+        if self.ticks > 12:
+            self._goto("search")
+            return self.wheels(0.0, 0.45 * self.search_dir)
+        if valid and rng < 0.25:
+            return self.wheels(0.0, 0.45)
+        return self.wheels(0.6, 0.0)
+
+    def _servo(self, n: int, cx: float, rng: float, valid: bool, image: np.ndarray) -> np.ndarray:
         self.search_dir = -1.0 if cx > 0 else 1.0
         half_fov = math.radians(self.desc.camera.fov) / 2
         err = -cx * half_fov  # rad, positive = target to the left
@@ -241,7 +282,7 @@ class SeekExpert(Expert):
             return np.zeros(2, np.float32)
         if abs(err) > 0.35:
             return self.wheels(0.0, w)
-        near = n / policy_obs["image"].shape[0] / policy_obs["image"].shape[1]
+        near = n / image.shape[0] / image.shape[1]
         v = 0.8 if near < 0.05 else 0.45
         if centred and valid and rng < 0.3:
             v = max(0.2, min(v, (rng - self.STOP_RANGE) / 0.2 * 0.45 + 0.15))

@@ -49,12 +49,20 @@ WALL_HEIGHT = 0.15  # m
 WALL_THICKNESS = 0.05  # m
 FLOOR_THICKNESS = 0.1  # m
 WHEEL_MASS = 0.03  # kg each
+# Rotational inertia of a wheel about any axis (kg*m^2): mostly the motor rotor reflected through
+# the gearbox (a 1:48 TT gear motor's ~1e-7 kg*m^2 rotor gives ~2e-4). It also keeps the
+# wheel/chassis mass ratio sane, so the solver converges in few iterations.
+WHEEL_INERTIA = 2e-4
 CASTER_MASS = 0.01  # kg
 WHEEL_FRICTION = 1.0  # rubber on the floor (Bullet multiplies the two bodies' coefficients)
+FLOOR_RGBA = (0.55, 0.55, 0.52, 1.0)
+FLOOR_RGB = (140, 140, 137)  # FLOOR_RGBA as the tiny renderer shades a level floor
 ULTRASONIC_RAYS = 7  # rays across the cone (horizontal fan)
-# Default physics: 1/240 s solver steps, motor targets refreshed every 3 of them (80 Hz).
-DEFAULT_PHYSICS_DT = 1.0 / 240.0
-DEFAULT_SUBSTEPS = 3
+# Default physics: 1/60 s steps (3 per 20 Hz control tick), motor targets refreshed every step,
+# 10 solver iterations. `sim.accuracy.check_accuracy` holds these within 2 cm / 2 deg of a
+# 1/480 s, 100-iteration reference on drive and push sequences (box sink < 2 mm).
+DEFAULT_PHYSICS_DT = 1.0 / 60.0
+DEFAULT_SUBSTEPS = 1
 DEFAULT_SOLVER_ITERATIONS = 10
 
 
@@ -95,15 +103,6 @@ def _quat_yaw(yaw: float) -> tuple[float, float, float, float]:
     return (0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2))
 
 
-def _rot(quat: Any) -> np.ndarray:
-    x, y, z, w = quat
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 class SimRobot(Robot):
     """The PyBullet twin of ``desc`` (see the module docstring).
 
@@ -112,7 +111,10 @@ class SimRobot(Robot):
         randomization: dynamics/sensor ranges sampled at every :meth:`reset_scene` when enabled.
         seed: seeds sensor noise and randomization (also settable per :meth:`reset_scene`).
         camera: render camera frames (``image`` / ``image_age``) when the description has a camera;
-            ``False`` behaves like a robot without one (much faster).
+            ``False`` behaves like a robot without one (much faster). The marker detector only
+            needs the camera's geometry and works either way.
+        ultrasonic: simulate the HC-SR04 when the description has one; ``False`` behaves like a
+            robot without it (drops ``range*`` from the observation; faster).
         gui: open the PyBullet GUI instead of DIRECT mode.
         physics_dt: the physics solver step, s.
         substeps: solver steps per physics call; motor targets are refreshed between calls.
@@ -120,12 +122,14 @@ class SimRobot(Robot):
     """
 
     def __init__(self, desc: RobotDescription, *, randomization: DynamicsRandomization | None = None,
-                 seed: int | None = None, camera: bool = True, gui: bool = False,
+                 seed: int | None = None, camera: bool = True, ultrasonic: bool = True,
+                 gui: bool = False,
                  physics_dt: float = DEFAULT_PHYSICS_DT, substeps: int = DEFAULT_SUBSTEPS,
                  solver_iterations: int = DEFAULT_SOLVER_ITERATIONS) -> None:
         self.description = desc
         self.randomization = randomization or DynamicsRandomization()
         self.camera_enabled = bool(camera and desc.camera.enabled)
+        self.ultrasonic_enabled = bool(ultrasonic and desc.ultrasonic.enabled)
         self.gui = gui
         self.control_dt = 1.0 / desc.control.rate
         if physics_dt <= 0 or substeps < 1:
@@ -171,6 +175,9 @@ class SimRobot(Robot):
         if not self.camera_enabled:
             feats.pop("image", None)
             feats.pop("image_age", None)
+        if not self.ultrasonic_enabled:
+            for k in ("range", "range_valid", "range_age"):
+                feats.pop(k, None)
         return feats
 
     @property
@@ -191,6 +198,9 @@ class SimRobot(Robot):
         except Exception as e:  # pragma: no cover - depends on the display
             raise DeviceError(f"cannot open PyBullet ({e}); use gui=False on a headless machine") \
                 from None
+        # The hot paths call pybullet directly with this id (BulletClient builds a
+        # functools.partial on every attribute access).
+        self._cid = self._client._client
         self.reset_scene((0.0, 0.0, 0.0), [])
 
     def disconnect(self) -> None:
@@ -264,9 +274,14 @@ class SimRobot(Robot):
             boxes.append((ext, pos))
         col = c.createCollisionShapeArray([p.GEOM_BOX] * 5, halfExtents=[b[0] for b in boxes],
                                           collisionFramePositions=[b[1] for b in boxes])
-        colors = [[0.55, 0.55, 0.52, 1]] + [[0.9, 0.9, 0.88, 1]] * 4
-        vis = c.createVisualShapeArray([p.GEOM_BOX] * 5, halfExtents=[b[0] for b in boxes],
-                                       visualFramePositions=[b[1] for b in boxes], rgbaColors=colors)
+        # The floor is painted by `render_view` (the tiny renderer's cost grows with the pixels
+        # each object covers, and the floor covers most of them); the GUI draws it itself.
+        shown = boxes if self.gui else boxes[1:]
+        colors = [[*FLOOR_RGBA]] * (len(shown) - 4) + [[0.9, 0.9, 0.88, 1]] * 4
+        vis = c.createVisualShapeArray([p.GEOM_BOX] * len(shown),
+                                       halfExtents=[b[0] for b in shown],
+                                       visualFramePositions=[b[1] for b in shown],
+                                       rgbaColors=colors)
         self._arena = c.createMultiBody(0, col, vis, (0, 0, 0))
         c.changeDynamics(self._arena, -1, lateralFriction=self.dyn.floor_friction,
                          restitution=0.0)
@@ -280,7 +295,7 @@ class SimRobot(Robot):
         half = (g.body_length / 2, g.body_width / 2, g.body_height / 2)
         chassis_col = c.createCollisionShape(p.GEOM_BOX, halfExtents=half)
         chassis_vis = c.createVisualShape(p.GEOM_BOX, halfExtents=half,
-                                          rgbaColor=(0.15, 0.35, 0.8, 1))
+                                          rgbaColor=(0.25, 0.25, 0.27, 1))
         # Wheels collide as spheres (a clean single contact point, stable at coarse steps) and
         # look like cylinders. Rolling kinematics are the same for a given radius.
         wheel_col = c.createCollisionShape(p.GEOM_SPHERE, radius=r)
@@ -311,7 +326,8 @@ class SimRobot(Robot):
             linkJointAxis=[(0, 1, 0), (0, 1, 0), (0, 0, 1)])
         for j in (0, 1):
             c.changeDynamics(self._body, j, lateralFriction=WHEEL_FRICTION * d.wheel_friction,
-                             rollingFriction=0.0, spinningFriction=0.0, restitution=0.0)
+                             rollingFriction=0.0, spinningFriction=0.0, restitution=0.0,
+                             localInertiaDiagonal=(WHEEL_INERTIA,) * 3)
         c.changeDynamics(self._body, 2, lateralFriction=0.0, rollingFriction=0.0,
                          spinningFriction=0.0, restitution=0.0)
         c.changeDynamics(self._body, -1, lateralFriction=0.3, linearDamping=0.0, angularDamping=0.0)
@@ -347,25 +363,24 @@ class SimRobot(Robot):
         self._start_pose = tuple(float(v) for v in pose)  # type: ignore[assignment]
         self.time = 0.0
         self.ticks_elapsed = 0
-        self._w = np.zeros(2)  # motor model wheel speed (rad/s)
-        self._model_angle = np.zeros(2)  # integrated model rotation (no-encoder odometry)
+        self._w = (0.0, 0.0)  # motor model wheel speed (rad/s)
+        self._model_angle = (0.0, 0.0)  # integrated model rotation (no-encoder odometry)
         self._queue: deque[np.ndarray] = deque([np.zeros(2)] * (self.dyn.latency_ticks + 1),
                                                maxlen=self.dyn.latency_ticks + 1)
         self._applied = np.zeros(2)
         self.odometry = DiffDriveOdometry(desc.geometry.wheel_radius, desc.geometry.track_width)
         self.odometry.reset(self._start_pose)
-        self._wheel_angle = np.zeros(2)
-        self._ticks = np.zeros(2, dtype=np.int64)
-        self._wheel_speed = np.zeros(2)
+        self._wheel_angle = (0.0, 0.0)
+        self._ticks = (0, 0)
+        self._wheel_speed = (0.0, 0.0)
         self._range = (float(desc.ultrasonic.max_distance), 0.0)
         self._range_time = -1.0
         self._frame: np.ndarray | None = None
         self._frame_time = -1.0
         self._marker = np.zeros(3, np.float32)
         self._marker_time = -1.0
-        if desc.ultrasonic.enabled:
+        if self.ultrasonic_enabled:
             self._measure_range()
-        self._proj: Any = None
 
     # ------------------------------------------------------------------ the Robot contract
     def reset_odometry(self, pose: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
@@ -395,15 +410,16 @@ class SimRobot(Robot):
         self._advance(self._queue[0])
         return a.copy()
 
-    def _target_speed(self, duty: np.ndarray) -> np.ndarray:
+    def _target_speed(self, duty: np.ndarray) -> tuple[float, float]:
         d = self.dyn
-        db = np.asarray(d.deadband)
-        mag = np.clip((np.abs(duty) - db) / (1.0 - db), 0.0, None)
-        return np.sign(duty) * mag * np.asarray(d.max_wheel_speed)
+        out = []
+        for u, db, wmax in zip(duty.tolist(), d.deadband, d.max_wheel_speed, strict=True):
+            mag = (abs(u) - db) / (1.0 - db)
+            out.append(math.copysign(mag * wmax, u) if mag > 0 else 0.0)
+        return out[0], out[1]
 
     def _advance(self, duty: np.ndarray) -> None:
-        c, p = self._client, self._p
-        target = self._target_speed(duty)
+        tl, tr = self._target_speed(duty)
         h = self.physics_dt * self.substeps
         tau = self.dyn.time_constant
         if tau > 1e-6:
@@ -412,41 +428,49 @@ class SimRobot(Robot):
         else:
             k = avg_k = 0.0
         force = self.description.motors.stall_torque
-        forces = [force, force]
-        body = self._body
-        w = self._w
+        forces = (force, force)
+        body, joints, mode = self._body, (0, 1), self._p.VELOCITY_CONTROL
+        set_motors, step, cid = self._p.setJointMotorControlArray, self._p.stepSimulation, self._cid
+        wl, wr = self._w
+        al, ar = self._model_angle
         for _ in range(self.calls_per_tick):
-            w_avg = target + (w - target) * avg_k
-            w = target + (w - target) * k
-            c.setJointMotorControlArray(body, (0, 1), p.VELOCITY_CONTROL,
-                                        targetVelocities=w_avg.tolist(), forces=forces)
-            c.stepSimulation()
-            self._model_angle += w_avg * h
-        self._w = w
+            vl = tl + (wl - tl) * avg_k
+            vr = tr + (wr - tr) * avg_k
+            wl = tl + (wl - tl) * k
+            wr = tr + (wr - tr) * k
+            set_motors(body, joints, mode, targetVelocities=(vl, vr), forces=forces,
+                       physicsClientId=cid)
+            step(physicsClientId=cid)
+            al += vl * h
+            ar += vr * h
+        self._w = (wl, wr)
+        self._model_angle = (al, ar)
         self.time += self.control_dt
         self.ticks_elapsed += 1
         self._update_encoders()
-        us = self.description.ultrasonic
-        if us.enabled and self.time - self._range_time >= 1.0 / us.rate - 1e-9:
+        if self.ultrasonic_enabled and (self.time - self._range_time
+                                        >= 1.0 / self.description.ultrasonic.rate - 1e-9):
             self._measure_range()
 
     def _update_encoders(self) -> None:
         desc = self.description
         if desc.encoders.enabled:
-            states = self._client.getJointStates(self._body, (0, 1))
-            angle = np.array([states[0][0], states[1][0]])
+            (al, *_), (ar, *_) = self._p.getJointStates(self._body, (0, 1),
+                                                        physicsClientId=self._cid)
             tpr = desc.encoders.ticks_per_rev
-            ticks = np.floor(angle * tpr / (2 * math.pi)).astype(np.int64)
-            dt_ticks = ticks - self._ticks
-            self._ticks = ticks
-            dl, dr = (ticks_to_radians(int(v), tpr) for v in dt_ticks)
+            scale = tpr / (2 * math.pi)
+            nl, nr = math.floor(al * scale), math.floor(ar * scale)
+            dl = ticks_to_radians(nl - self._ticks[0], tpr)
+            dr = ticks_to_radians(nr - self._ticks[1], tpr)
+            self._ticks = (nl, nr)
             self.odometry.update(dl, dr)
-            self._wheel_speed = np.array([dl, dr]) / self.control_dt
+            self._wheel_speed = (dl / self.control_dt, dr / self.control_dt)
         else:
-            dphi = self._model_angle - self._wheel_angle
-            self._wheel_angle = self._model_angle.copy()
-            self.odometry.update(float(dphi[0]), float(dphi[1]))
-            self._wheel_speed = self._w.copy()
+            dl = self._model_angle[0] - self._wheel_angle[0]
+            dr = self._model_angle[1] - self._wheel_angle[1]
+            self._wheel_angle = self._model_angle
+            self.odometry.update(dl, dr)
+            self._wheel_speed = self._w
 
     def get_observation(self) -> dict[str, np.ndarray]:
         """The raw observation (see :mod:`hardware.robot`); rendering happens lazily here."""
@@ -455,9 +479,9 @@ class SimRobot(Robot):
         desc = self.description
         obs: dict[str, np.ndarray] = {
             "pose": self.odometry.pose,
-            "wheel_speed": self._wheel_speed.astype(np.float32),
+            "wheel_speed": np.array(self._wheel_speed, np.float32),
         }
-        if desc.ultrasonic.enabled:
+        if self.ultrasonic_enabled:
             obs["range"] = np.array([self._range[0]], np.float32)
             obs["range_valid"] = np.array([self._range[1]], np.float32)
             obs["range_age"] = np.array([max(self.time - self._range_time, 0.0)], np.float32)
@@ -479,17 +503,21 @@ class SimRobot(Robot):
     # ------------------------------------------------------------------ ground truth
     def true_pose(self) -> np.ndarray:
         """True (x, y, theta) of the axle midpoint in the arena frame."""
-        pos, quat = self._client.getBasePositionAndOrientation(self._body)
-        R = _rot(quat)
-        axle = np.asarray(pos) - R @ self._base_off
-        return np.array([axle[0], axle[1], _yaw_of(quat)])
+        pos, quat = self._p.getBasePositionAndOrientation(self._body, physicsClientId=self._cid)
+        x, y, z, w = quat
+        ox, _, oz = self._base_off
+        # axle = base position - R(quat) @ (ox, 0, oz); first two rows of R
+        ax = pos[0] - ((1 - 2 * (y * y + z * z)) * ox + 2 * (x * z + y * w) * oz)
+        ay = pos[1] - (2 * (x * y + z * w) * ox + 2 * (y * z - x * w) * oz)
+        return np.array([ax, ay, _yaw_of(quat)])
 
     def true_base_z(self) -> float:
         return float(self._client.getBasePositionAndOrientation(self._body)[0][2])
 
     def object_pose(self, name: str) -> np.ndarray:
         """True (x, y, z, yaw) of a scene object."""
-        pos, quat = self._client.getBasePositionAndOrientation(self._object_ids[name])
+        pos, quat = self._p.getBasePositionAndOrientation(self._object_ids[name],
+                                                          physicsClientId=self._cid)
         return np.array([pos[0], pos[1], pos[2], _yaw_of(quat)])
 
     @property
@@ -557,18 +585,9 @@ class SimRobot(Robot):
     def render_camera(self, width: int | None = None, height: int | None = None) -> np.ndarray:
         """An RGB uint8 frame from the camera mount (description's FOV and resolution)."""
         cam = self.description.camera
-        w, h = width or cam.width, height or cam.height
-        c, p = self._client, self._p
         pos, fwd, _left, up = self._camera_frame()
-        view = c.computeViewMatrix(pos.tolist(), (pos + fwd).tolist(), up.tolist())
-        aspect = w / h
-        vfov = math.degrees(2 * math.atan(math.tan(math.radians(cam.fov) / 2) / aspect))
-        proj = c.computeProjectionMatrixFOV(vfov, aspect, cam.near, cam.far)
-        _, _, rgba, _, _ = c.getCameraImage(w, h, view, proj, shadow=0,
-                                            renderer=p.ER_TINY_RENDERER,
-                                            flags=p.ER_NO_SEGMENTATION_MASK)
-        rgba = np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)
-        return np.ascontiguousarray(rgba[:, :, :3])
+        return render_view(self, pos, fwd, up, cam.fov, width or cam.width,
+                           height or cam.height, cam.near, cam.far)
 
     def marker_visible(self, point: np.ndarray) -> bool:
         """Whether a world point is inside the camera's field of view and ``MARKER_RANGE``."""
@@ -599,4 +618,27 @@ class SimRobot(Robot):
         return np.array([1.0, rel[0], rel[1]], np.float32)
 
 
-__all__ = ["MARKER_RANGE", "SceneObject", "SimRobot"]
+def render_view(robot: SimRobot, pos: np.ndarray, fwd: np.ndarray, up: np.ndarray, hfov: float,
+                width: int, height: int, near: float, far: float) -> np.ndarray:
+    """Render with ``ER_TINY_RENDERER`` from ``pos`` looking along ``fwd`` (no roll), and paint
+    the floor: every pixel the renderer left empty whose ray points below the horizon sees the
+    floor (the arena is closed by walls), the others see the sky."""
+    p, cid = robot._p, robot._cid
+    aspect = width / height
+    vfov = 2 * math.atan(math.tan(math.radians(hfov) / 2) / aspect)
+    view = p.computeViewMatrix(pos.tolist(), (pos + fwd).tolist(), up.tolist(),
+                               physicsClientId=cid)
+    proj = p.computeProjectionMatrixFOV(math.degrees(vfov), aspect, near, far, physicsClientId=cid)
+    _, _, rgba, depth, _ = p.getCameraImage(width, height, view, proj, shadow=0,
+                                            renderer=p.ER_TINY_RENDERER,
+                                            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=cid)
+    rgb = np.array(np.reshape(rgba, (height, width, 4))[:, :, :3], dtype=np.uint8)
+    empty = np.reshape(depth, (height, width)) > 1.0 - 1e-6  # cleared depth (far plane)
+    # ray z-component per row (row 0 = top of the image)
+    y_ndc = 1.0 - (np.arange(height) + 0.5) * (2.0 / height)
+    below = (fwd[2] + y_ndc * math.tan(vfov / 2) * up[2]) < 0.0
+    rgb[empty & below[:, None]] = FLOOR_RGB
+    return rgb
+
+
+__all__ = ["MARKER_RANGE", "SceneObject", "SimRobot", "render_view"]

@@ -79,8 +79,18 @@ def _worker(conn: Connection, env_fns: list[EnvFn], info_keys: tuple[str, ...]) 
                     term.append(te)
                     trunc.append(tr)
                     infos.append(small)
-                conn.send(("ok", (_stack(obs_l), np.asarray(rew, np.float64),
-                                  np.asarray(term, bool), np.asarray(trunc, bool), infos)))
+                conn.send(
+                    (
+                        "ok",
+                        (
+                            _stack(obs_l),
+                            np.asarray(rew, np.float64),
+                            np.asarray(term, bool),
+                            np.asarray(trunc, bool),
+                            infos,
+                        ),
+                    )
+                )
             elif cmd == "call":
                 name, args, kwargs = data
                 res = []
@@ -106,8 +116,14 @@ def _worker(conn: Connection, env_fns: list[EnvFn], info_keys: tuple[str, ...]) 
 class BatchedVectorEnv(VectorEnv):
     """``num_envs`` envs split evenly over ``num_workers`` processes (see the module docstring)."""
 
-    def __init__(self, env_fns: Sequence[EnvFn], num_workers: int | None = None, *,
-                 info_keys: Sequence[str] = ("is_success",), context: str = "forkserver"):
+    def __init__(
+        self,
+        env_fns: Sequence[EnvFn],
+        num_workers: int | None = None,
+        *,
+        info_keys: Sequence[str] = ("is_success",),
+        context: str = "forkserver",
+    ):
         if not env_fns:
             raise Sim2PiError("BatchedVectorEnv needs at least one env function")
         self.num_envs = len(env_fns)
@@ -124,8 +140,11 @@ class BatchedVectorEnv(VectorEnv):
         self._procs: list[Any] = []
         for idx in self._slices:
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, [env_fns[i] for i in idx], tuple(info_keys)),
-                            daemon=True)
+            p = ctx.Process(
+                target=_worker,
+                args=(child, [env_fns[i] for i in idx], tuple(info_keys)),
+                daemon=True,
+            )
             p.start()
             child.close()
             self._conns.append(parent)
@@ -138,8 +157,9 @@ class BatchedVectorEnv(VectorEnv):
         self.closed = False
 
     @classmethod
-    def from_id(cls, env_id: str, num_envs: int, num_workers: int | None = None,
-                **kwargs: Any) -> BatchedVectorEnv:
+    def from_id(
+        cls, env_id: str, num_envs: int, num_workers: int | None = None, **kwargs: Any
+    ) -> BatchedVectorEnv:
         """Make ``num_envs`` copies of a registered env (``kwargs`` go to ``gym.make``)."""
         import sim  # noqa: F401  (registers the sim2pi envs in this process)
 
@@ -156,8 +176,9 @@ class BatchedVectorEnv(VectorEnv):
             raise Sim2PiError(f"a vector-env worker failed:\n{payload}")
         return payload
 
-    def reset(self, *, seed: int | Sequence[int] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, int):
@@ -174,7 +195,7 @@ class BatchedVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = np.asarray(actions)
         for conn, idx in zip(self._conns, self._slices):
-            conn.send(("step", actions[idx[0]: idx[-1] + 1]))
+            conn.send(("step", actions[idx[0] : idx[-1] + 1]))
         parts = [self._recv(c) for c in self._conns]
         obs = self._concat([p[0] for p in parts])
         rew = np.concatenate([p[1] for p in parts])

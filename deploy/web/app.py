@@ -42,9 +42,16 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hardware.errors import Sim2PiError
-from deploy.web.protocol import MAX_MESSAGE_BYTES, SCHEMA, Message, ProtocolError, encode, parse_message
+from deploy.web.protocol import (
+    MAX_MESSAGE_BYTES,
+    SCHEMA,
+    Message,
+    ProtocolError,
+    encode,
+    parse_message,
+)
 from deploy.web.source import LiveFeed, WebSource
+from hardware.errors import Sim2PiError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,7 @@ MIN_TOKEN_CHARS = 32
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 # Event message types the HTTP routes accept (drive only over the websocket: the deadman is per
 # connection).
-HTTP_EVENTS = ("estop", "reset", "record", "mode", "episode")
+HTTP_EVENTS = ("estop", "reset", "record", "mode", "episode", "success")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -277,7 +284,9 @@ class _Connection:
                 except ProtocolError as e:
                     self._refuse(str(e))
             if self.refused >= self.config.max_refused:
-                log.warning("web: closing connection %d after %d refused messages", self.cid, self.refused)
+                log.warning(
+                    "web: closing connection %d after %d refused messages", self.cid, self.refused
+                )
                 self.closing = True
                 await self.ws.close(code=1008)
                 return
@@ -300,7 +309,7 @@ class _Connection:
             self.source.post("record", m["op"])
         elif t == "mode":
             self.source.post("mode", m["mode"])
-        else:  # estop, reset, episode
+        else:  # estop, reset, episode, success
             self.source.post(t)
 
     async def _send_loop(self) -> None:
@@ -324,7 +333,9 @@ class _Connection:
             if loop.time() >= next_tel:
                 next_tel = loop.time() + period
                 tel = self.feed.telemetry()
-                tel.update(type="telemetry", driver=self.source.is_driver(self.cid), refused=self.refused)
+                tel.update(
+                    type="telemetry", driver=self.source.is_driver(self.cid), refused=self.refused
+                )
                 await self.ws.send_text(encode(tel))
 
 

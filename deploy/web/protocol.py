@@ -12,7 +12,8 @@ estop        (none)                                          latch the software 
 reset        (none)                                          clear the e-stop (explicit reset)
 record       op: "start" | "stop" | "discard"                episode recording control
 mode         mode: "teleop" | "policy" | "shared"            who drives (shared = policy + takeover)
-episode      (none)                                          start a new episode (reset the twin)
+episode      (none)                                          end this episode (saved if recording), next
+success      (none)                                          end this episode as a success (operator)
 ping         id: int ≥ 0                                     round-trip probe, answered by ``pong``
 ============ =============================================== =========================================
 
@@ -81,6 +82,7 @@ SCHEMA: dict[str, dict[str, _Field]] = {
     "record": {"op": _Choice(RECORD_OPS)},
     "mode": {"mode": _Choice(MODES)},
     "episode": {},
+    "success": {},
     "ping": {"id": _Int(0, _MAX_INT)},
 }
 
@@ -163,9 +165,7 @@ def parse_message(raw: str | bytes | bytearray | None) -> Message:
     else:
         raise ProtocolError("message must be text")
     try:
-        data = json.loads(
-            text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates
-        )
+        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_no_duplicates)
     except ProtocolError:
         raise
     except (ValueError, RecursionError, TypeError):

@@ -14,10 +14,10 @@ from types import TracebackType
 
 import uvicorn
 
-from hardware.errors import DeviceError
 from deploy.web.app import WebConfig, create_app, is_loopback
 from deploy.web.protocol import MAX_MESSAGE_BYTES
 from deploy.web.source import LiveFeed, WebSource
+from hardware.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,10 @@ class WebServer:
     def start(self, timeout: float = 10.0) -> WebServer:
         """Start serving; returns once the socket accepts connections."""
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, name="sim2pi-web", daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name="sim2pi-web",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + timeout

@@ -10,8 +10,8 @@ loop reads it with :meth:`WebSource.command` on its own thread. The page counts 
   immediate stop command.
 
 Only the newest connection drives (a phone that reconnects takes over); older connections may watch
-and may always press e-stop. Buttons (record, mode, e-stop, reset, new episode) become events that the
-loop drains with :meth:`events`.
+and may always press e-stop. E-stop and reset become control-loop events (:meth:`events`); record, mode,
+new episode and success are drained by the session driver (:meth:`controls`).
 
 :class:`LiveFeed` carries what the loop publishes back: a telemetry dict and the latest camera frame,
 JPEG-encoded on its own thread (only while someone watches), so the control loop never waits on it.
@@ -31,12 +31,24 @@ from typing import Any
 
 import numpy as np
 
-from deploy.web._compat import Command
+from deploy.teleop import Command
 from deploy.web.jpeg import Encoder, fit_frame, make_encoder
 
 log = logging.getLogger(__name__)
 
 STOP = np.zeros(2)
+
+#: Page buttons that are control-loop events (``deploy.loop`` event names).
+LOOP_EVENTS = {"estop": "estop", "reset": "reset_estop"}
+
+
+def _drain(q: deque) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.popleft())
+        except IndexError:
+            return out
 
 
 @dataclass(frozen=True)
@@ -173,10 +185,12 @@ class WebSource:
         self._stamp = -float("inf")  # receipt time of the newest drive message
         self._seq = -1
         self._forced_stop = True  # disconnect / hidden / refused → stop now
-        self._events: deque[WebEvent] = deque(maxlen=256)
+        self._events: deque[str] = deque(maxlen=256)
+        self._controls: deque[WebEvent] = deque(maxlen=256)
         self._closed = False
         self.refused = 0  # refused messages (all connections)
         self.last_apply: tuple[int, float] | None = None  # (seq, receipt stamp) last handed out
+        self.last_raw: dict[str, Any] | None = None  # the newest tick's raw robot observation
 
     # --- called by the websocket handlers ----------------------------------------------------
     def connect(self) -> int:
@@ -232,7 +246,8 @@ class WebSource:
                 self._stop_locked()
 
     def post(self, kind: str, arg: str | None = None) -> None:
-        """Queue a button event for the loop; e-stop is also forwarded at once to ``on_estop``."""
+        """A button: e-stop and reset become loop events (e-stop also goes at once to
+        ``on_estop``); record / mode / episode / success become controls for the session."""
         if kind == "estop":
             with self._lock:
                 self._stop_locked()
@@ -241,7 +256,14 @@ class WebSource:
                     self._on_estop()
                 except Exception:
                     log.exception("on_estop hook failed")
-        self._events.append(WebEvent(kind, arg, self._clock()))
+        if kind in LOOP_EVENTS:
+            self.push_event(LOOP_EVENTS[kind])
+        self._controls.append(WebEvent(kind, arg, self._clock()))
+
+    def push_event(self, name: str) -> None:
+        """Queue an event for the control loop (``deploy.loop`` names: estop, reset_estop, end,
+        discard, success, quit)."""
+        self._events.append(name)
 
     def _stop_locked(self) -> None:
         self._action = STOP.copy()
@@ -250,6 +272,7 @@ class WebSource:
     # --- the CommandSource protocol (called by the control loop) -----------------------------
     def command(self, ctx: Any = None) -> Command | None:
         """The newest command: a stop after a disconnect/hide/refusal, ``None`` once it is stale."""
+        self.observe(ctx)
         now = self._clock()
         with self._lock:
             if self._closed or self._forced_stop:
@@ -259,16 +282,25 @@ class WebSource:
             self.last_apply = (self._seq, self._stamp)
             return Command(action=self._action.copy(), stamp=self._stamp, source=self.name)
 
-    def events(self) -> list[WebEvent]:
-        """Drain the button events pressed since the last call (oldest first)."""
-        out: list[WebEvent] = []
-        while self._events:
-            try:
-                ev = self._events.popleft()
-            except IndexError:
-                break
-            out.append(ev)
-        return out
+    def observe(self, ctx: Any) -> None:
+        """Keep the tick's raw observation for telemetry (the loop passes it in ``ctx``)."""
+        raw = getattr(ctx, "raw", None)
+        if raw is not None:
+            self.last_raw = raw
+
+    def events(self) -> list[str]:
+        """Drain the loop events (oldest first): ``estop``, ``reset_estop``, ``end``, ..."""
+        return _drain(self._events)
+
+    def controls(self) -> list[WebEvent]:
+        """Drain every button pressed since the last call (for the session driver)."""
+        return _drain(self._controls)
+
+    @property
+    def seq(self) -> int:
+        """``seq`` of the newest accepted drive message (-1 before the first)."""
+        with self._lock:
+            return self._seq
 
     @property
     def connected(self) -> bool:

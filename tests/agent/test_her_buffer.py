@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.her_buffer import EpisodeReplay, EpisodeStager, goal_indices
+from agent.her_buffer import EpisodeReplay, EpisodeStager
 from hardware.errors import Sim2PiError
 
 SUCCESS = 0.05
@@ -41,7 +41,7 @@ def make(strategy: str = "future", k: int = 4, terminate: bool = True, reward=re
                          terminate_on_success=terminate, seed=0)
 
 
-@pytest.mark.parametrize("strategy", ["future", "final", "episode"])
+@pytest.mark.parametrize("strategy", ["future", "final", "episode", "geometric"])
 def test_relabeled_goals_come_from_the_same_episode_at_the_right_times(strategy: str) -> None:
     buf = make(strategy)
     lengths = [5, 12, 20, 1, 7]
@@ -58,15 +58,16 @@ def test_relabeled_goals_come_from_the_same_episode_at_the_right_times(strategy:
     tg = b.desired_goal[rel, 0].astype(int)
     np.testing.assert_array_equal(tg, b.goal_t[rel])
     t = b.t[rel]
-    if strategy == "future":
+    if strategy in ("future", "geometric"):
         assert np.all(tg > t) and np.all(tg <= length[rel])
+    if strategy == "future":
         # uniform over the future: the last step of the episode is not over-represented
         long = rel & (length == 20) & (b.t == 0)
         counts = np.bincount(b.desired_goal[long, 0].astype(int), minlength=21)[1:]
         assert counts.min() > 0.4 * counts.mean()
     elif strategy == "final":
         np.testing.assert_array_equal(tg, length[rel])
-    else:
+    elif strategy == "episode":
         assert np.all(tg >= 1) and np.all(tg <= length[rel])
         assert np.any(tg <= t)  # 'episode' also draws goals from the past
     # real goals are kept for the others
@@ -155,9 +156,6 @@ def test_bad_input_is_refused_with_a_message() -> None:
         buf.add_episode(*line_episode(25, 0))
     with pytest.raises(Sim2PiError, match="unknown HER strategy"):
         make("geometric-ish")
-    with pytest.raises(Sim2PiError, match="unknown HER strategy"):
-        goal_indices("nope", np.zeros(1, np.int64), np.ones(1, np.int64),
-                     np.random.default_rng(0))
 
 
 def test_stager_splits_autoreset_steps_into_whole_episodes() -> None:

@@ -79,7 +79,9 @@ _junk = st.recursive(
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 _bad_number = st.one_of(
@@ -106,11 +108,24 @@ def malformed_drive(draw: st.DrawFn) -> str:
     if how == "missing":
         del msg[draw(st.sampled_from(["left", "right", "seq"]))]
     if how == "seq":
-        msg["seq"] = draw(st.one_of(st.floats(), st.booleans(), st.integers(max_value=-1),
-                                    st.integers(min_value=2**53 + 1), st.text(max_size=4)))
+        msg["seq"] = draw(
+            st.one_of(
+                st.floats(),
+                st.booleans(),
+                st.integers(max_value=-1),
+                st.integers(min_value=2**53 + 1),
+                st.text(max_size=4),
+            )
+        )
     if how == "type":
-        msg["type"] = draw(st.one_of(st.text(max_size=10).filter(lambda t: t not in SCHEMA),
-                                     st.integers(), st.none(), st.booleans()))
+        msg["type"] = draw(
+            st.one_of(
+                st.text(max_size=10).filter(lambda t: t not in SCHEMA),
+                st.integers(),
+                st.none(),
+                st.booleans(),
+            )
+        )
     text = json.dumps(msg, allow_nan=True)
     # Python writes 1e999 as Infinity; sometimes spell it the JavaScript-hostile way instead.
     if draw(st.booleans()):
@@ -208,5 +223,8 @@ def test_source_events_and_estop_hook() -> None:
     src.post("estop")
     assert hits == ["estop"]
     assert src.command(None).action.tolist() == [0.0, 0.0]
-    assert [(e.kind, e.arg) for e in src.events()] == [("record", "start"), ("estop", None)]
-    assert src.events() == []
+    assert src.events() == ["estop"]
+    assert [(e.kind, e.arg) for e in src.controls()] == [("record", "start"), ("estop", None)]
+    src.post("reset")
+    assert src.events() == ["reset_estop"]
+    assert src.events() == [] and [e.kind for e in src.controls()] == ["reset"]

@@ -119,21 +119,23 @@ def test_http_routes_need_token_and_origin(served) -> None:
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert c.get("/static/teleop.js").status_code == 200
         assert c.post("/api/estop").status_code == 401
-        assert c.post("/api/estop", headers={"Authorization": "Bearer " + "x" * 43}).status_code == 401
+        assert (
+            c.post("/api/estop", headers={"Authorization": "Bearer " + "x" * 43}).status_code == 401
+        )
         assert c.get("/api/status").status_code == 401
         r = c.post("/api/estop", headers={**auth, "Origin": "http://evil.example"})
         assert r.status_code == 403
-        assert not [e for e in src.events() if e.kind == "estop"]
+        assert not [e for e in src.controls() if e.kind == "estop"]
         assert c.post("/api/estop", headers={**auth, "Origin": base}).json() == {"ok": True}
-        assert [e.kind for e in src.events()] == ["estop"]
+        assert [e.kind for e in src.controls()] == ["estop"]
         r = c.post("/api/mode", headers=auth, content='{"mode":"shared"}')
         assert r.status_code == 200
-        assert [(e.kind, e.arg) for e in src.events()] == [("mode", "shared")]
+        assert [(e.kind, e.arg) for e in src.controls()] == [("mode", "shared")]
         for body in ('{"mode":"warp"}', '{"mode":"shared","x":1}', '{"type":"reset"}', "[]", "nan"):
             assert c.post("/api/mode", headers=auth, content=body).status_code == 400, body
         assert c.post("/api/drive", headers=auth, content="{}").status_code == 404
         assert c.post("/api/estop", headers=auth, content="{" + " " * 5000 + "}").status_code == 413
-        assert src.events() == []
+        assert src.controls() == []
         assert c.get("/api/status", headers=auth).status_code == 200
         # No debug pages, no tracebacks.
         r = c.get("/nope/../../etc/passwd")
@@ -184,22 +186,30 @@ def test_rate_limit_closes_a_flooding_connection(served) -> None:
     asyncio.run(main())
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
-@given(bad=st.lists(
-    st.one_of(
-        st.sampled_from([
-            '{"type":"drive","left":NaN,"right":0.5,"seq":1}',
-            '{"type":"drive","left":1e999,"right":0.5,"seq":1}',
-            '{"type":"drive","left":true,"right":true,"seq":1}',
-            '{"type":"drive","left":0.5,"right":0.5,"seq":1,"boost":2}',
-            '{"type":"drive","left":2,"right":2,"seq":1}',
-            '{"type":"drive","left":"1","right":0.5,"seq":1}',
-        ]),
-        st.text(max_size=64),
-    ),
-    min_size=1, max_size=8,
-))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    bad=st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    '{"type":"drive","left":NaN,"right":0.5,"seq":1}',
+                    '{"type":"drive","left":1e999,"right":0.5,"seq":1}',
+                    '{"type":"drive","left":true,"right":true,"seq":1}',
+                    '{"type":"drive","left":0.5,"right":0.5,"seq":1,"boost":2}',
+                    '{"type":"drive","left":2,"right":2,"seq":1}',
+                    '{"type":"drive","left":"1","right":0.5,"seq":1}',
+                ]
+            ),
+            st.text(max_size=64),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_hypothesis_malformed_over_websocket_only_stop(served, bad: list[str]) -> None:
     """A sample over the real socket: after each bad message the command is a stop, and the server
     still answers."""

@@ -57,7 +57,11 @@ def test_every_field_of_the_shipped_file_is_documented() -> None:
     [
         ({"geometry": {"wheel_radius": -0.1}}, "geometry.wheel_radius", "[0.005, 0.5]"),
         ({"geometry": {"wheel_radius": "big"}}, "geometry.wheel_radius", "expected a number"),
-        ({"geometry": {"wheel_radus": 0.03}}, "geometry.wheel_radus", "Did you mean 'wheel_radius'"),
+        (
+            {"geometry": {"wheel_radus": 0.03}},
+            "geometry.wheel_radus",
+            "Did you mean 'wheel_radius'",
+        ),
         ({"motors": {"driver": "servo"}}, "motors.driver", "motor"),
         ({"control": {"rate": 0}}, "control.rate", "outside the allowed range"),
         ({"ultrasonic": {"echo": 17}}, "ultrasonic.echo", "already used by 'motors.left.forward'"),
@@ -68,8 +72,9 @@ def test_every_field_of_the_shipped_file_is_documented() -> None:
         ({"encoders": {"ticks_per_rev": 1.5}}, "encoders.ticks_per_rev", "integer"),
     ],
 )
-def test_bad_field_error_names_file_field_and_range(tmp_path: Path, patch: dict, field: str,
-                                                    needle: str) -> None:
+def test_bad_field_error_names_file_field_and_range(
+    tmp_path: Path, patch: dict, field: str, needle: str
+) -> None:
     data = rover_dict()
     for section, values in patch.items():
         if isinstance(data.get(section), dict):

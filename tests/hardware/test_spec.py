@@ -34,8 +34,9 @@ def test_mismatch_names_feature_and_values(rover) -> None:
     s = task_spec("reach", rover)
     other = Spec.from_dict(s.to_dict())
     f = other.observation["desired_goal"]
-    other.observation["desired_goal"] = Feature(f.key, f.dtype, (3,), ("x", "y", "z"), ("m",) * 3,
-                                                (0,) * 3, (1,) * 3)
+    other.observation["desired_goal"] = Feature(
+        f.key, f.dtype, (3,), ("x", "y", "z"), ("m",) * 3, (0,) * 3, (1,) * 3
+    )
     with pytest.raises(SpecMismatch) as ei:
         s.check(other)
     assert ei.value.feature == "desired_goal"
@@ -93,17 +94,24 @@ def test_batched_reward_equals_per_sample() -> None:
     for task in ("reach", "push"):
         for dense in (False, True):
             batch = compute_reward(task, ach, des, None, dense=dense)
-            single = np.array([compute_reward(task, a, d, None, dense=dense) for a, d in zip(ach, des)])
+            single = np.array(
+                [compute_reward(task, a, d, None, dense=dense) for a, d in zip(ach, des)]
+            )
             np.testing.assert_array_equal(batch, single)
         assert is_success(task, ach, des)[:32].mean() > 0.5
-        np.testing.assert_array_equal(compute_reward(task, ach, des) == 0, is_success(task, ach, des))
+        np.testing.assert_array_equal(
+            compute_reward(task, ach, des) == 0, is_success(task, ach, des)
+        )
 
 
 def test_observer_push_box_estimate_rotates_into_odometry_frame(rover) -> None:
     ob = Observer("push", rover)
     ob.reset(goal=(0.5, 0.5))
-    raw = {"pose": np.array([1.0, 0.0, np.pi / 2]), "wheel_speed": np.zeros(2),
-           "marker": np.array([1.0, 0.3, 0.0])}
+    raw = {
+        "pose": np.array([1.0, 0.0, np.pi / 2]),
+        "wheel_speed": np.zeros(2),
+        "marker": np.array([1.0, 0.3, 0.0]),
+    }
     o = ob(raw)
     # facing +y, box 0.3 m ahead -> (1.0, 0.3)
     np.testing.assert_allclose(o["achieved_goal"], [1.0, 0.3], atol=1e-6)

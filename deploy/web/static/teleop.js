@@ -264,6 +264,7 @@
   $("estop").addEventListener("click", estop);
   $("reset").addEventListener("click", () => send({ type: "reset" }));
   $("episode").addEventListener("click", () => send({ type: "episode" }));
+  $("success").addEventListener("click", () => send({ type: "success" }));
   $("rec-start").addEventListener("click", () => send({ type: "record", op: "start" }));
   $("rec-stop").addEventListener("click", () => send({ type: "record", op: "stop" }));
   $("rec-discard").addEventListener("click", () => {
