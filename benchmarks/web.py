@@ -78,6 +78,12 @@ async def _latency(port: int, seen: list, session: Any, n: int) -> tuple[list[fl
         f"ws://127.0.0.1:{port}/ws", subprotocols=[SUBPROTOCOL], origin=origin
     ) as ws:
         await ws.recv()
+
+        async def drain() -> None:  # read telemetry/frames like a page does (else: backpressure)
+            async for _ in ws:
+                pass
+
+        reader = asyncio.create_task(drain())
         values = (0.3, 0.5)
         for i in range(n + 5):
             v = values[i % 2]
@@ -102,6 +108,7 @@ async def _latency(port: int, seen: list, session: Any, n: int) -> tuple[list[fl
                 lat.append((t_act - t0) * 1e3)
                 if t_web is not None:
                     web.append((t_web - t0) * 1e3)
+        reader.cancel()
     return lat, web
 
 

@@ -65,16 +65,19 @@ class Bundle:
         if p.is_file() and p.name in (POLICY_FILE, META_FILE):
             p = p.parent
         if not p.is_dir():
-            raise BundleError(f"bundle folder '{p}' does not exist; give the folder that holds "
-                              f"{POLICY_FILE} and {META_FILE} (made by `sim2pi export`)")
+            raise BundleError(
+                f"bundle folder '{p}' does not exist; give the folder that holds "
+                f"{POLICY_FILE} and {META_FILE} (made by `sim2pi export`)"
+            )
         for name in (POLICY_FILE, META_FILE):
             if not (p / name).is_file():
                 raise BundleError(f"bundle '{p}' has no {name}; re-export it with `sim2pi export`")
         try:
             meta = json.loads((p / META_FILE).read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise BundleError(f"bundle '{p}': {META_FILE} is not valid JSON ({e}); re-export it") \
-                from None
+            raise BundleError(
+                f"bundle '{p}': {META_FILE} is not valid JSON ({e}); re-export it"
+            ) from None
         return cls.from_meta(p, meta)
 
     @classmethod
@@ -84,12 +87,16 @@ class Bundle:
         if not isinstance(meta, Mapping):
             raise BundleError(f"{where} must hold a JSON object")
         if meta.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{where}: 'format' is {meta.get('format')!r}, expected "
-                              f"{BUNDLE_FORMAT!r}; this is not a sim2pi policy bundle")
+            raise BundleError(
+                f"{where}: 'format' is {meta.get('format')!r}, expected "
+                f"{BUNDLE_FORMAT!r}; this is not a sim2pi policy bundle"
+            )
         version = meta.get("version")
         if version != BUNDLE_VERSION:
-            raise BundleError(f"{where}: version {version!r} is not supported (this sim2pi reads "
-                              f"version {BUNDLE_VERSION}); re-export with this sim2pi")
+            raise BundleError(
+                f"{where}: version {version!r} is not supported (this sim2pi reads "
+                f"version {BUNDLE_VERSION}); re-export with this sim2pi"
+            )
         for key in ("spec", "history", "control_rate", "robot_hash", "task"):
             if key not in meta:
                 raise BundleError(f"{where}: missing '{key}'; re-export the bundle")
@@ -101,24 +108,40 @@ class Bundle:
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise BundleError(f"{where}: 'history' must be an integer >= 1, got {history!r}")
         rate = meta["control_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
-            math.isfinite(rate) and rate > 0
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not (math.isfinite(rate) and rate > 0)
         ):
-            raise BundleError(f"{where}: 'control_rate' must be a positive number of Hz, "
-                              f"got {rate!r}")
+            raise BundleError(
+                f"{where}: 'control_rate' must be a positive number of Hz, got {rate!r}"
+            )
         robot_hash = str(meta["robot_hash"])
         if spec.robot_hash and spec.robot_hash != robot_hash:
-            raise BundleError(f"{where}: 'robot_hash' {robot_hash} disagrees with the spec's "
-                              f"{spec.robot_hash}; the file was edited by hand, re-export it")
+            raise BundleError(
+                f"{where}: 'robot_hash' {robot_hash} disagrees with the spec's "
+                f"{spec.robot_hash}; the file was edited by hand, re-export it"
+            )
         if spec.task and meta["task"] != spec.task:
-            raise BundleError(f"{where}: 'task' {meta['task']!r} disagrees with the spec's "
-                              f"{spec.task!r}; re-export the bundle")
+            raise BundleError(
+                f"{where}: 'task' {meta['task']!r} disagrees with the spec's "
+                f"{spec.task!r}; re-export the bundle"
+            )
         if "action" in spec.observation or spec.action.shape != (2,):
-            raise BundleError(f"{where}: the action must be the (left, right) duty of shape (2,), "
-                              f"got {spec.action.shape}")
-        return cls(path=Path(path), spec=spec, history=history, control_rate=float(rate),
-                   robot_hash=robot_hash, task=str(meta["task"]),
-                   policy=dict(meta.get("policy") or {}), training=dict(meta.get("training") or {}))
+            raise BundleError(
+                f"{where}: the action must be the (left, right) duty of shape (2,), "
+                f"got {spec.action.shape}"
+            )
+        return cls(
+            path=Path(path),
+            spec=spec,
+            history=history,
+            control_rate=float(rate),
+            robot_hash=robot_hash,
+            task=str(meta["task"]),
+            policy=dict(meta.get("policy") or {}),
+            training=dict(meta.get("training") or {}),
+        )
 
     def check_robot(self, desc: RobotDescription) -> None:
         """Refuse this bundle unless it was made for ``desc`` and its spec matches the task's.
@@ -133,24 +156,47 @@ class Bundle:
                 f"bundle '{self.path}' was made for robot '{self.robot or '?'}' (description hash "
                 f"{self.robot_hash}), not for robot '{desc.name}' (hash {desc.hash}"
                 f"{', from ' + desc.source if desc.source else ''}); export the policy for this "
-                "robot description, or pass the description it was trained with")
+                "robot description, or pass the description it was trained with"
+            )
         expected = task_spec(self.task, desc)
         expected.check(self.spec)
         if not math.isclose(self.control_rate, desc.control.rate, rel_tol=1e-6):
-            raise SpecMismatch("control_rate", "rate", desc.control.rate, self.control_rate,
-                               "the bundle was trained at another control rate; re-export it")
-        log.info("bundle %s matches robot '%s' (hash %s), task '%s', history %d, %.1f Hz",
-                 self.path, desc.name, desc.hash, self.task, self.history, self.control_rate)
+            raise SpecMismatch(
+                "control_rate",
+                "rate",
+                desc.control.rate,
+                self.control_rate,
+                "the bundle was trained at another control rate; re-export it",
+            )
+        log.info(
+            "bundle %s matches robot '%s' (hash %s), task '%s', history %d, %.1f Hz",
+            self.path,
+            desc.name,
+            desc.hash,
+            self.task,
+            self.history,
+            self.control_rate,
+        )
 
     def to_meta(self) -> dict[str, Any]:
         """The ``bundle.json`` content of this bundle."""
-        return bundle_meta(self.spec, self.history, control_rate=self.control_rate,
-                           policy=self.policy, training=self.training)
+        return bundle_meta(
+            self.spec,
+            self.history,
+            control_rate=self.control_rate,
+            policy=self.policy,
+            training=self.training,
+        )
 
 
-def bundle_meta(spec: Spec, history: int, *, control_rate: float | None = None,
-                policy: Mapping[str, Any] | None = None,
-                training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def bundle_meta(
+    spec: Spec,
+    history: int,
+    *,
+    control_rate: float | None = None,
+    policy: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build the ``bundle.json`` dictionary (see docs/architecture.md, "The policy bundle")."""
     rate = float(control_rate if control_rate is not None else spec.control_rate)
     return {
@@ -166,9 +212,15 @@ def bundle_meta(spec: Spec, history: int, *, control_rate: float | None = None,
     }
 
 
-def write_bundle_json(folder: str | Path, spec: Spec, history: int, *,
-                      control_rate: float | None = None, policy: Mapping[str, Any] | None = None,
-                      training: Mapping[str, Any] | None = None) -> Path:
+def write_bundle_json(
+    folder: str | Path,
+    spec: Spec,
+    history: int,
+    *,
+    control_rate: float | None = None,
+    policy: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``bundle.json`` into ``folder`` atomically (temp file, fsync, rename); returns its path.
 
     The result is validated by :meth:`Bundle.from_meta` before it is written, so an exporter cannot

@@ -8,7 +8,8 @@ install without torch or pybullet. Each area registers its own commands:
 - ``deploy.runtime_cli``: ``deploy check|run``
 - ``deploy.web.cli``: ``teleop``
 - ``sim.cli``: ``sim expert|view``
-- ``agent.cli``: ``train gcbc|dagger|her``, ``eval``, ``export``, ``demo``
+- ``agent.cli``: ``train gcbc|dagger|her``, ``eval``, ``export``
+- ``agent.demo``: ``demo``
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ app = typer.Typer(
 )
 console = Console()
 
-_REGISTRARS = ("sim.cli", "deploy.dataset_cli", "deploy.runtime_cli", "deploy.web.cli", "agent.cli")
+_REGISTRARS = (
+    "sim.cli",
+    "deploy.dataset_cli",
+    "deploy.runtime_cli",
+    "deploy.web.cli",
+    "agent.cli",
+    "agent.demo",
+)
 
 
 @app.callback()

@@ -67,8 +67,14 @@ EVENT_SUCCESS = "success"  # end the episode, mark it successful (operator's jud
 EVENT_END = "end"  # end the episode (unsuccessful unless the judge says otherwise), keep it
 EVENT_DISCARD = "discard"  # end the episode and drop it from the recording
 EVENT_QUIT = "quit"  # end the episode (dropped) and stop the run
-EVENT_ALIASES = {"end_episode": EVENT_END, "done": EVENT_END, "fail": EVENT_END,
-                 "stop": EVENT_QUIT, "estop_reset": EVENT_RESET_ESTOP, "rerecord": EVENT_DISCARD}
+EVENT_ALIASES = {
+    "end_episode": EVENT_END,
+    "done": EVENT_END,
+    "fail": EVENT_END,
+    "stop": EVENT_QUIT,
+    "estop_reset": EVENT_RESET_ESTOP,
+    "rerecord": EVENT_DISCARD,
+}
 
 
 class Command(Protocol):
@@ -163,8 +169,14 @@ class EpisodeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
-        return {"steps": self.steps, "success": self.success, "reward_sum": self.reward_sum,
-                "interrupted": self.interrupted, "end": self.end, "info": _jsonable(self.info)}
+        return {
+            "steps": self.steps,
+            "success": self.success,
+            "reward_sum": self.reward_sum,
+            "interrupted": self.interrupted,
+            "end": self.end,
+            "info": _jsonable(self.info),
+        }
 
 
 def goal_judge(task: str) -> Judge:
@@ -177,8 +189,9 @@ def goal_judge(task: str) -> Judge:
     return judge
 
 
-def ground_truth_judge(obs: Mapping[str, np.ndarray],
-                       gt: Mapping[str, Any] | None) -> tuple[float, bool | None]:
+def ground_truth_judge(
+    obs: Mapping[str, np.ndarray], gt: Mapping[str, Any] | None
+) -> tuple[float, bool | None]:
     """Judge on the twin's ground truth (``gt["is_success"]``): sparse reward 0 / -1."""
     if gt is None or "is_success" not in gt:
         return 0.0, None
@@ -228,15 +241,26 @@ class ControlLoop:
         stop_on_success: end an episode as soon as the judge reports success.
     """
 
-    def __init__(self, robot: Robot, observer: Observer, source: CommandSource, *,
-                 safety: SafetyLayer | None = None, takeover: CommandSource | None = None,
-                 recorder: Recorder | None = None, rate: float | None = None, paced: bool = True,
-                 clock: Callable[[], float] | None = None,
-                 sleep: Callable[[float], None] = time.sleep, judge: Judge | None = None,
-                 ground_truth: Callable[[], Mapping[str, Any]] | None = None,
-                 mode: str | None = None, watchdog: bool | None = None,
-                 timer: Callable[[], float] = time.perf_counter,
-                 stop_on_success: bool = True) -> None:
+    def __init__(
+        self,
+        robot: Robot,
+        observer: Observer,
+        source: CommandSource,
+        *,
+        safety: SafetyLayer | None = None,
+        takeover: CommandSource | None = None,
+        recorder: Recorder | None = None,
+        rate: float | None = None,
+        paced: bool = True,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        judge: Judge | None = None,
+        ground_truth: Callable[[], Mapping[str, Any]] | None = None,
+        mode: str | None = None,
+        watchdog: bool | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+        stop_on_success: bool = True,
+    ) -> None:
         desc = robot.description
         self.robot = robot
         self.observer = observer
@@ -258,8 +282,13 @@ class ControlLoop:
         if mode is None:
             from deploy.policy import PolicySource
 
-            mode = ("shared" if takeover is not None
-                    else "policy" if isinstance(source, PolicySource) else "teleop")
+            mode = (
+                "shared"
+                if takeover is not None
+                else "policy"
+                if isinstance(source, PolicySource)
+                else "teleop"
+            )
         if mode not in MODES:
             raise Sim2PiError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
         if mode == "shared" and takeover is None:
@@ -277,20 +306,22 @@ class ControlLoop:
         if safety is None:
             feats = robot.observation_features
             require = [k for k in ("range", "image") if f"{k}_age" in feats]
-            button = getattr(robot, "estop_pressed", None)
-            estop_input = None
-            if button is not None:
-                estop_input = button if callable(button) else (
-                    lambda: bool(robot.estop_pressed))  # type: ignore[attr-defined]
-            safety = SafetyLayer(desc.safety, clock=self.clock, period=self.period,
-                                 require=require, estop_input=estop_input)
+            estop_input = _estop_input(robot)
+            safety = SafetyLayer(
+                desc.safety,
+                clock=self.clock,
+                period=self.period,
+                require=require,
+                estop_input=estop_input,
+            )
         self.safety = safety
         self.times = LoopTimes(LOOP_SECTIONS, period=self.period if paced else None)
         use_watchdog = paced if watchdog is None else watchdog
         self.watchdog: Watchdog | None = None
         if use_watchdog:
-            self.watchdog = Watchdog(desc.safety.watchdog, self._on_stall, clock=self.clock,
-                                     on_poll=self._poll_estop)
+            self.watchdog = Watchdog(
+                desc.safety.watchdog, self._on_stall, clock=self.clock, on_poll=self._poll_estop
+            )
         self._stop_request: str | None = None
         self._estop_acted = False
         self._started = False
@@ -317,8 +348,14 @@ class ControlLoop:
             if self.watchdog is not None:
                 self.watchdog.start()
             self._started = True
-            log.info("control loop: mode %s, task %s, %.1f Hz %s, safety %s", self.mode, self.task,
-                     self.rate, "paced" if self.paced else "unpaced", self.safety.config)
+            log.info(
+                "control loop: mode %s, task %s, %.1f Hz %s, safety %s",
+                self.mode,
+                self.task,
+                self.rate,
+                "paced" if self.paced else "unpaced",
+                self.safety.config,
+            )
         return self
 
     def close(self) -> None:
@@ -332,8 +369,11 @@ class ControlLoop:
         steps: list[tuple[str, Callable[[], Any]]] = []
         if self.watchdog is not None:
             steps.append(("watchdog", self.watchdog.stop))
-        steps += [("robot.stop", self.robot.stop), ("robot.disconnect", self.robot.disconnect),
-                  ("source.close", self.source.close)]
+        steps += [
+            ("robot.stop", self.robot.stop),
+            ("robot.disconnect", self.robot.disconnect),
+            ("source.close", self.source.close),
+        ]
         if self.takeover is not None:
             steps.append(("takeover.close", self.takeover.close))
         if self.recorder is not None:
@@ -420,8 +460,13 @@ class ControlLoop:
         self.robot.stop()
 
     # ------------------------------------------------------------------ episodes
-    def start_episode(self, goal: Any = None, task_id: int | None = None,
-                      max_steps: int | None = None, box_guess: Any = None) -> None:
+    def start_episode(
+        self,
+        goal: Any = None,
+        task_id: int | None = None,
+        max_steps: int | None = None,
+        box_guess: Any = None,
+    ) -> None:
         """Reset the observer, the sources and the recorder for a new episode."""
         self.start()
         if self._episode is not None:
@@ -436,9 +481,19 @@ class ControlLoop:
             raise Sim2PiError(f"max_steps must be >= 1, got {max_steps}")
         self._episode = {
             "goal": None if goal is None else [float(v) for v in np.asarray(goal).reshape(-1)],
-            "task_id": task_id, "max_steps": max_steps, "step": 0, "reward_sum": 0.0,
-            "success": None, "pending": None, "interventions": 0, "end": "", "gt": None,
-            "reasons": {}, "sensor_errors": 0, "record": True, "operator_success": False,
+            "task_id": task_id,
+            "max_steps": max_steps,
+            "step": 0,
+            "reward_sum": 0.0,
+            "success": None,
+            "pending": None,
+            "interventions": 0,
+            "end": "",
+            "gt": None,
+            "reasons": {},
+            "sensor_errors": 0,
+            "record": True,
+            "operator_success": False,
         }
         if self.recorder is not None:
             self.recorder.start_episode(self.task_text(task_id))
@@ -489,8 +544,13 @@ class ControlLoop:
         cmd = None
         intervention = False
         if obs is not None:
-            info = {"step": ep["step"], "goal": ep["goal"], "task_id": ep["task_id"],
-                    "mode": self.mode, **(gt or {})}
+            info = {
+                "step": ep["step"],
+                "goal": ep["goal"],
+                "task_id": ep["task_id"],
+                "mode": self.mode,
+                **(gt or {}),
+            }
             ctx = TickContext(obs=obs, raw=raw, info=info, now=now)  # type: ignore[arg-type]
             cmd = self.source.command(ctx)
             if self.takeover is not None:
@@ -500,8 +560,9 @@ class ControlLoop:
         t3 = timer()
         # 4. safety
         requested = None if cmd is None else cmd.action
-        res: SafetyResult = self.safety.filter(requested, stamp=None if cmd is None else cmd.stamp,
-                                               raw=raw, now=now)
+        res: SafetyResult = self.safety.filter(
+            requested, stamp=None if cmd is None else cmd.stamp, raw=raw, now=now
+        )
         t4 = timer()
         # 5. actuation
         applied = self.robot.send_action(res.applied)
@@ -514,9 +575,14 @@ class ControlLoop:
             ep["reasons"][r] = ep["reasons"].get(r, 0) + 1
         if obs is not None:
             ep["interventions"] += int(intervention)
-            ep["pending"] = {"obs": obs, "action": req, "applied": np.asarray(applied, np.float32),
-                             "intervention": intervention, "reasons": res.reasons,
-                             "stamp": now}
+            ep["pending"] = {
+                "obs": obs,
+                "action": req,
+                "applied": np.asarray(applied, np.float32),
+                "intervention": intervention,
+                "reasons": res.reasons,
+                "stamp": now,
+            }
             ep["step"] += 1
         self._handle_events(result)
         t6 = timer()
@@ -542,12 +608,13 @@ class ControlLoop:
         ep["gt"] = gt
         pending = ep["pending"]
         ep["pending"] = None
-        done = bool(success) and self.stop_on_success or ep["step"] >= ep["max_steps"]
+        done = (bool(success) and self.stop_on_success) or ep["step"] >= ep["max_steps"]
         if self.recorder is not None:
             self.recorder.add_frame(self._frame(pending, reward, success, done))
 
-    def _frame(self, p: Mapping[str, Any], reward: float, success: bool | None,
-               done: bool) -> dict[str, Any]:
+    def _frame(
+        self, p: Mapping[str, Any], reward: float, success: bool | None, done: bool
+    ) -> dict[str, Any]:
         """One recorded frame (``DatasetWriter.add_frame``): the spec's observation features under
         their env keys, the requested and applied action, ``reward`` / ``success`` / ``done`` of the
         state the action led to (stored as ``next.*``), and the intervention flag."""
@@ -617,20 +684,34 @@ class ControlLoop:
             log.info("episode %s", "saved" if keep else "discarded (partial)")
         self.episodes_done += 1
         info: dict[str, Any] = {
-            "goal": ep["goal"], "task_id": ep["task_id"], "mode": self.mode,
-            "interventions": ep["interventions"], "safety": dict(ep["reasons"]),
-            "sensor_errors": ep["sensor_errors"], "recorded": keep and self.recorder is not None,
+            "goal": ep["goal"],
+            "task_id": ep["task_id"],
+            "mode": self.mode,
+            "interventions": ep["interventions"],
+            "safety": dict(ep["reasons"]),
+            "sensor_errors": ep["sensor_errors"],
+            "recorded": keep and self.recorder is not None,
         }
         if saved is not None and not isinstance(saved, (bool, type(None))):
             info["episode_index"] = saved
         if ep["gt"]:
             info["ground_truth"] = ep["gt"]
-        return EpisodeResult(steps=ep["step"], success=ep["success"],
-                             reward_sum=float(ep["reward_sum"]), interrupted=interrupted,
-                             end=end or ep["end"], info=info)
+        return EpisodeResult(
+            steps=ep["step"],
+            success=ep["success"],
+            reward_sum=float(ep["reward_sum"]),
+            interrupted=interrupted,
+            end=end or ep["end"],
+            info=info,
+        )
 
-    def run_episode(self, goal: Any = None, task_id: int | None = None,
-                    max_steps: int | None = None, box_guess: Any = None) -> EpisodeResult:
+    def run_episode(
+        self,
+        goal: Any = None,
+        task_id: int | None = None,
+        max_steps: int | None = None,
+        box_guess: Any = None,
+    ) -> EpisodeResult:
         """Run one episode to its end (success, max_steps, an event, a signal); see the module
         docstring for what happens on errors. Paced runs hold the control rate."""
         self.start_episode(goal=goal, task_id=task_id, max_steps=max_steps, box_guess=box_guess)
@@ -665,8 +746,12 @@ class ControlLoop:
         self.sleep(deadline - now)
         return deadline
 
-    def run(self, episodes: int, episode_args: Callable[[int], Mapping[str, Any]] | None = None,
-            on_episode: Callable[[int, EpisodeResult], None] | None = None) -> list[EpisodeResult]:
+    def run(
+        self,
+        episodes: int,
+        episode_args: Callable[[int], Mapping[str, Any]] | None = None,
+        on_episode: Callable[[int, EpisodeResult], None] | None = None,
+    ) -> list[EpisodeResult]:
         """Run up to ``episodes`` episodes (fewer if a signal or a quit event arrives).
 
         ``episode_args(i)`` gives the keyword arguments of episode ``i`` (goal, task_id, max_steps,
@@ -682,6 +767,16 @@ class ControlLoop:
             if on_episode is not None:
                 on_episode(i, res)
         return results
+
+
+def _estop_input(robot: Robot) -> Callable[[], bool] | None:
+    """The robot's e-stop button as a callable (``PiRobot.estop_pressed`` is a property), or None."""
+    button = getattr(robot, "estop_pressed", None)
+    if button is None:
+        return None
+    if callable(button):
+        return button
+    return lambda: bool(getattr(robot, "estop_pressed", False))
 
 
 def _as_action(a: Any) -> np.ndarray:

@@ -61,8 +61,14 @@ class OnnxPolicy:
         action = policy.act(observer(robot.get_observation()))  # ndarray (2,), in [-1, 1]
     """
 
-    def __init__(self, bundle: Bundle | str | Path, *, threads: int = 1, warmup: int = 3,
-                 check_inputs: bool = True) -> None:
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        *,
+        threads: int = 1,
+        warmup: int = 3,
+        check_inputs: bool = True,
+    ) -> None:
         import onnxruntime as ort
 
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
@@ -70,12 +76,16 @@ class OnnxPolicy:
         self.history = self.bundle.history
         self.check_inputs = check_inputs
         try:
-            self.session = ort.InferenceSession(str(self.bundle.onnx_path),
-                                                sess_options=session_options(threads),
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(self.bundle.onnx_path),
+                sess_options=session_options(threads),
+                providers=["CPUExecutionProvider"],
+            )
         except Exception as e:  # onnxruntime raises its own exception types
-            raise BundleError(f"bundle '{self.bundle.path}': onnxruntime cannot load "
-                              f"policy.onnx ({e}); re-export the bundle") from None
+            raise BundleError(
+                f"bundle '{self.bundle.path}': onnxruntime cannot load "
+                f"policy.onnx ({e}); re-export the bundle"
+            ) from None
         self._check_graph()
         feats = self.spec.observation
         self._keys = list(feats)
@@ -87,8 +97,14 @@ class OnnxPolicy:
         self._fresh = True
         for _ in range(max(0, warmup)):
             self._run()
-        log.info("policy %s: %s, history %d, %d thread(s), inputs %s", self.bundle.path,
-                 self.bundle.policy.get("arch", "?"), self.history, threads, self._keys)
+        log.info(
+            "policy %s: %s, history %d, %d thread(s), inputs %s",
+            self.bundle.path,
+            self.bundle.policy.get("arch", "?"),
+            self.history,
+            threads,
+            self._keys,
+        )
 
     # ------------------------------------------------------------------ checks
     def _check_graph(self) -> None:
@@ -97,18 +113,33 @@ class OnnxPolicy:
         feats = self.spec.observation
         for key in inputs:
             if key not in feats:
-                raise SpecMismatch(key, "presence", "missing", "present",
-                                   f"policy.onnx has an input the spec does not list "
-                                   f"({list(feats)}); re-export the bundle")
+                raise SpecMismatch(
+                    key,
+                    "presence",
+                    "missing",
+                    "present",
+                    f"policy.onnx has an input the spec does not list "
+                    f"({list(feats)}); re-export the bundle",
+                )
         for key, feat in feats.items():
             if key not in inputs:
-                raise SpecMismatch(key, "presence", "present", "missing",
-                                   f"policy.onnx has no input '{key}'; re-export the bundle")
+                raise SpecMismatch(
+                    key,
+                    "presence",
+                    "present",
+                    "missing",
+                    f"policy.onnx has no input '{key}'; re-export the bundle",
+                )
             self._check_input(feat, inputs[key])
         outputs = {o.name: o for o in self.session.get_outputs()}
         if "action" not in outputs:
-            raise SpecMismatch("action", "presence", "present", "missing",
-                               f"policy.onnx outputs {list(outputs)}; it must output 'action'")
+            raise SpecMismatch(
+                "action",
+                "presence",
+                "present",
+                "missing",
+                f"policy.onnx outputs {list(outputs)}; it must output 'action'",
+            )
         shape = outputs["action"].shape
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != 2):
             raise SpecMismatch("action", "shape", "[batch, 2]", shape)
@@ -117,12 +148,14 @@ class OnnxPolicy:
         want = ["batch", self.history, *feat.shape]
         got = list(node.shape)
         if len(got) != len(want):
-            raise SpecMismatch(feat.key, "shape", want, got,
-                               "inputs are [batch, history, *feature.shape]")
+            raise SpecMismatch(
+                feat.key, "shape", want, got, "inputs are [batch, history, *feature.shape]"
+            )
         for w, g in zip(want[1:], got[1:], strict=True):
             if isinstance(g, int) and g != w:
-                raise SpecMismatch(feat.key, "shape", want, got,
-                                   "inputs are [batch, history, *feature.shape]")
+                raise SpecMismatch(
+                    feat.key, "shape", want, got, "inputs are [batch, history, *feature.shape]"
+                )
         expected = _ORT_TYPES.get(feat.dtype, f"tensor({feat.dtype})")
         if node.type != expected:
             raise SpecMismatch(feat.key, "dtype", expected, node.type)
@@ -154,8 +187,9 @@ class OnnxPolicy:
     def _run(self) -> np.ndarray:
         out = self.session.run(self._output, self._buffers)[0]
         if out.shape != (1, 2):
-            raise SpecMismatch("action", "shape", (1, 2), out.shape,
-                               "policy.onnx must output [batch, 2]")
+            raise SpecMismatch(
+                "action", "shape", (1, 2), out.shape, "policy.onnx must output [batch, 2]"
+            )
         return out[0].astype(np.float64)
 
 

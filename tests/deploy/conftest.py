@@ -30,38 +30,70 @@ def _inputs(spec_obs: dict[str, Feature], history: int) -> list[Any]:
     return out
 
 
-def _save(nodes: list[Any], inits: list[Any], path: Path, desc: RobotDescription, task: str,
-          history: int, name: str) -> Path:
+def _save(
+    nodes: list[Any],
+    inits: list[Any],
+    path: Path,
+    desc: RobotDescription,
+    task: str,
+    history: int,
+    name: str,
+) -> Path:
     from onnx import TensorProto, checker, helper, save
 
     spec = task_spec(task, desc)
-    graph = helper.make_graph(nodes, name, _inputs(spec.observation, history),
-                              [helper.make_tensor_value_info("action", TensorProto.FLOAT,
-                                                             ["batch", 2])], inits)
+    graph = helper.make_graph(
+        nodes,
+        name,
+        _inputs(spec.observation, history),
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     checker.check_model(model)
     path.mkdir(parents=True, exist_ok=True)
     save(model, str(path / "policy.onnx"))
-    write_bundle_json(path, spec, history, policy={"arch": name, "head": "deterministic"},
-                      training={"dataset": "none", "steps": 0})
+    write_bundle_json(
+        path,
+        spec,
+        history,
+        policy={"arch": name, "head": "deterministic"},
+        training={"dataset": "none", "steps": 0},
+    )
     return path
 
 
-def make_reach_bundle(path: Path, desc: RobotDescription, *, history: int = 2, kv: float = 2.0,
-                      kw: float = 3.0) -> Path:
-    """A proportional controller toward the goal, on the newest observation of the window:
-    forward = kv * (goal error along the heading), turn = kw * (error across it)."""
+def make_reach_bundle(
+    path: Path,
+    desc: RobotDescription,
+    *,
+    history: int = 2,
+    kv: float = 2.0,
+    kw: float = 1.2,
+    creep: float = 0.25,
+) -> Path:
+    """A proportional go-to-goal controller on the newest observation of the window. With the goal
+    error (ef along the heading, el across it, distance d):
+    forward = kv * relu(ef) + creep * relu(ef / d) (the creep beats the motor deadband near the
+    goal), turn = kw * el / (d + 0.05) (~ sine of the heading error); left/right = forward ∓ turn."""
     from onnx import helper, numpy_helper
 
     c = numpy_helper.from_array
     inits = [
         c(np.array(-1, np.int64), "last"),
-        c(np.array([0], np.int64), "i0"), c(np.array([1], np.int64), "i1"),
-        c(np.array([2], np.int64), "i2"), c(np.array([3], np.int64), "i3"),
-        c(np.array([4], np.int64), "i4"), c(np.array([1], np.int64), "ax1"),
-        c(np.array(kv, np.float32), "kv"), c(np.array(kw, np.float32), "kw"),
-        c(np.array(-1.0, np.float32), "lo"), c(np.array(1.0, np.float32), "hi"),
+        c(np.array([0], np.int64), "i0"),
+        c(np.array([1], np.int64), "i1"),
+        c(np.array([2], np.int64), "i2"),
+        c(np.array([3], np.int64), "i3"),
+        c(np.array([4], np.int64), "i4"),
+        c(np.array([1], np.int64), "ax1"),
+        c(np.array(kv, np.float32), "kv"),
+        c(np.array(kw, np.float32), "kw"),
+        c(np.array(creep, np.float32), "creep"),
+        c(np.array(0.05, np.float32), "eps"),
+        c(np.array(-1.0, np.float32), "lo"),
+        c(np.array(1.0, np.float32), "hi"),
     ]
     n = helper.make_node
     nodes = [
@@ -73,30 +105,57 @@ def make_reach_bundle(path: Path, desc: RobotDescription, *, history: int = 2, k
         n("Slice", ["d", "i1", "i2", "ax1"], ["dy"]),
         n("Slice", ["o", "i2", "i3", "ax1"], ["cs"]),
         n("Slice", ["o", "i3", "i4", "ax1"], ["sn"]),
-        n("Mul", ["cs", "dx"], ["a1"]), n("Mul", ["sn", "dy"], ["a2"]), n("Add", ["a1", "a2"], ["ef"]),
-        n("Mul", ["cs", "dy"], ["b1"]), n("Mul", ["sn", "dx"], ["b2"]), n("Sub", ["b1", "b2"], ["el"]),
-        n("Mul", ["ef", "kv"], ["v"]), n("Mul", ["el", "kw"], ["w"]),
-        n("Sub", ["v", "w"], ["left"]), n("Add", ["v", "w"], ["right"]),
+        n("Mul", ["cs", "dx"], ["a1"]),
+        n("Mul", ["sn", "dy"], ["a2"]),
+        n("Add", ["a1", "a2"], ["ef"]),
+        n("Mul", ["cs", "dy"], ["b1"]),
+        n("Mul", ["sn", "dx"], ["b2"]),
+        n("Sub", ["b1", "b2"], ["el"]),
+        n("Mul", ["d", "d"], ["d2"]),
+        n("ReduceSum", ["d2", "ax1"], ["dd"], keepdims=1),
+        n("Sqrt", ["dd"], ["dist"]),
+        n("Add", ["dist", "eps"], ["dist_e"]),
+        n("Relu", ["ef"], ["ef_p"]),
+        n("Mul", ["ef_p", "kv"], ["v1"]),
+        n("Div", ["ef_p", "dist_e"], ["cos_p"]),
+        n("Mul", ["cos_p", "creep"], ["v2"]),
+        n("Add", ["v1", "v2"], ["v"]),
+        n("Div", ["el", "dist_e"], ["sin_e"]),
+        n("Mul", ["sin_e", "kw"], ["w"]),
+        n("Sub", ["v", "w"], ["left"]),
+        n("Add", ["v", "w"], ["right"]),
         n("Concat", ["left", "right"], ["raw"], axis=1),
         n("Clip", ["raw", "lo", "hi"], ["action"]),
     ]
     return _save(nodes, inits, path, desc, "reach", history, "p-controller")
 
 
-def make_constant_bundle(path: Path, desc: RobotDescription, value: tuple[float, float], *,
-                         task: str = "reach", history: int = 1) -> Path:
+def make_constant_bundle(
+    path: Path,
+    desc: RobotDescription,
+    value: tuple[float, float],
+    *,
+    task: str = "reach",
+    history: int = 1,
+) -> Path:
     """A policy that always outputs ``value`` (NaN / inf allowed: no clip, like a broken net)."""
     from onnx import helper, numpy_helper
 
     c = numpy_helper.from_array
-    inits = [c(np.array(-1, np.int64), "last"), c(np.array([0], np.int64), "i0"),
-             c(np.array([1], np.int64), "i1"), c(np.array(0.0, np.float32), "zero"),
-             c(np.array([value], np.float32), "value")]
+    inits = [
+        c(np.array(-1, np.int64), "last"),
+        c(np.array([0], np.int64), "i0"),
+        c(np.array([1], np.int64), "i1"),
+        c(np.array(0.0, np.float32), "zero"),
+        c(np.array([value], np.float32), "value"),
+    ]
     n = helper.make_node
-    nodes = [n("Gather", ["observation", "last"], ["o"], axis=1),
-             n("Slice", ["o", "i0", "i1", "i1"], ["o0"]),
-             n("Mul", ["o0", "zero"], ["z"]),
-             n("Add", ["z", "value"], ["action"])]
+    nodes = [
+        n("Gather", ["observation", "last"], ["o"], axis=1),
+        n("Slice", ["o", "i0", "i1", "i1"], ["o0"]),
+        n("Mul", ["o0", "zero"], ["z"]),
+        n("Add", ["z", "value"], ["action"]),
+    ]
     return _save(nodes, inits, path, desc, task, history, "constant")
 
 
@@ -174,8 +233,10 @@ class PinRobot(Robot):
         self.fail: Exception | None = None
         self.estop_button = False
         self.raw: dict[str, np.ndarray] = {
-            "pose": np.zeros(3, np.float32), "wheel_speed": np.zeros(2, np.float32),
-            "range": np.array([1.5], np.float32), "range_valid": np.array([1.0], np.float32),
+            "pose": np.zeros(3, np.float32),
+            "wheel_speed": np.zeros(2, np.float32),
+            "range": np.array([1.5], np.float32),
+            "range_valid": np.array([1.0], np.float32),
             "range_age": np.array([0.01], np.float32),
             "image": np.zeros((desc.camera.height, desc.camera.width, 3), np.uint8),
             "image_age": np.array([0.01], np.float32),

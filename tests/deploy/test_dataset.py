@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -235,9 +236,13 @@ def test_temporary_names_are_invisible_to_lerobots_glob(tmp_path: Path) -> None:
     spec = make_spec()
     w = DatasetWriter.create(tmp_path / "d", spec, FPS)
     w.start_episode("reach the goal")
-    for f in synthetic_episode(0, 3, spec):
+    for f in synthetic_episode(0, 60, spec):  # past the encoder's lookahead: packets are written
         w.add_frame(f)
-    tmp = list((tmp_path / "d").rglob("*.tmp"))  # the encoder's video file exists already
+    for _ in range(500):  # the encoder thread opens its file right after the first frame
+        tmp = list((tmp_path / "d").rglob("*.tmp"))
+        if tmp:
+            break
+        time.sleep(0.01)
     assert tmp and all(p.parent.name == "chunk-000" and not p.name.startswith(".") for p in tmp)
     (tmp_path / "d/data/chunk-000").mkdir(parents=True)
     (tmp_path / "d/data/chunk-000/file-000.parquet.tmp").write_bytes(b"partial")

@@ -31,13 +31,13 @@ def make_spec(with_image: bool = True, h: int = H, w: int = W) -> Spec:
 def synthetic_frame(k: int, episode: int, h: int = H, w: int = W) -> np.ndarray:
     """A smooth RGB frame (gradients and a moving square) that codecs compress well."""
     yy, xx = np.mgrid[0:h, 0:w]
-    r = (xx * 255 // max(1, w - 1)).astype(np.uint8)
-    g = (yy * 255 // max(1, h - 1)).astype(np.uint8)
-    b = np.full((h, w), (60 + 40 * episode) % 256, np.uint8)
+    r = (20 + xx * 200 // max(1, w - 1)).astype(np.uint8)
+    g = (30 + yy * 190 // max(1, h - 1)).astype(np.uint8)
+    b = np.full((h, w), 40 + (40 * episode) % 180, np.uint8)
     img = np.stack([r, g, b], -1)
     x0 = (2 * k) % max(1, w - 8)
     y0 = (k + 3 * episode) % max(1, h - 8)
-    img[y0:y0 + 8, x0:x0 + 8] = (250, 250, 30)
+    img[y0:y0 + 8, x0:x0 + 8] = (230, 220, 40)
     return img
 
 

@@ -29,8 +29,9 @@ PERIOD = 0.05  # rover.yaml: 20 Hz
 
 def make_loop(robot: PinRobot, source: Any, clock: FakeClock, **kw: Any) -> ControlLoop:
     kw.setdefault("watchdog", False)
-    return ControlLoop(robot, Observer("reach", robot.description), source, clock=clock,
-                       sleep=clock.sleep, **kw)
+    return ControlLoop(
+        robot, Observer("reach", robot.description), source, clock=clock, sleep=clock.sleep, **kw
+    )
 
 
 def run_ticks(loop: ControlLoop, clock: FakeClock, n: int) -> list[Any]:
@@ -135,7 +136,7 @@ def test_silent_teleop_source_hits_the_deadman(desc, pin_robot, clock) -> None:
     silent_since = clock() - PERIOD  # the last fresh command was stamped at the previous tick
     ticks_allowed = int(np.ceil((desc.safety.deadman + PERIOD) / PERIOD))
     stopped_at = None
-    for i in range(ticks_allowed + 2):
+    for _ in range(ticks_allowed + 2):
         r = loop.tick()
         if pin_robot.pin_values() == (0.0, 0.0, 0.0, 0.0) and stopped_at is None:
             stopped_at = clock() - silent_since
@@ -175,8 +176,12 @@ def test_stale_sensors_stop_the_motors(desc, pin_robot, clock, fault) -> None:
     r = loop.tick()
     assert r.applied.tolist() == [0.0, 0.0]
     assert pin_robot.pin_values() == (0.0, 0.0, 0.0, 0.0)
-    expected = {"stale_range": "stale_range", "missing_range": "stale_range",
-                "stale_camera": "stale_camera", "raises": "no_observation"}[fault]
+    expected = {
+        "stale_range": "stale_range",
+        "missing_range": "stale_range",
+        "stale_camera": "stale_camera",
+        "raises": "no_observation",
+    }[fault]
     assert expected in r.reasons
     res = loop.end_episode()
     assert res.info["safety"][expected] == 1
@@ -208,9 +213,9 @@ def test_exception_inside_the_loop_stops_and_discards(desc, pin_robot, clock) ->
 
     rec = RecorderDouble()
     src = Boom()
-    with pytest.raises(RuntimeError, match="driver bug"):
-        with make_loop(pin_robot, src, clock, recorder=rec) as loop:
-            loop.run_episode(goal=GOAL, max_steps=50)
+    loop = make_loop(pin_robot, src, clock, recorder=rec)
+    with pytest.raises(RuntimeError, match="driver bug"), loop:
+        loop.run_episode(goal=GOAL, max_steps=50)
     assert pin_robot.pin_values() == (0.0, 0.0, 0.0, 0.0)
     assert rec.discarded == 1 and rec.episodes == [] and rec.closed
     assert src.closed and pin_robot.disconnected
@@ -299,12 +304,23 @@ def test_out_of_range_commands_are_clamped_and_slewed(desc, pin_robot, clock) ->
     run_ticks(loop, clock, 10)
     lf, lb, rf, rb = pin_robot.pin_values()
     assert lf == pytest.approx(desc.safety.max_duty) and rb == pytest.approx(desc.safety.max_duty)
+    assert lb == 0.0 and rf == 0.0
     loop.end_episode()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.floats(allow_nan=True, allow_infinity=True),
-                          st.floats(allow_nan=True, allow_infinity=True)), min_size=1, max_size=25))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(allow_nan=True, allow_infinity=True),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_forward_and_backward_pins_never_both_active(pin_robot, actions) -> None:
     clock = FakeClock()
     src = ScriptedSource()
@@ -337,8 +353,15 @@ def test_success_ends_the_episode_and_frames_are_judged_on_the_next_state(pin_ro
     assert [f["success"] for f in frames] == [False, False, True]
     assert [f["done"] for f in frames] == [False, False, True]
     assert frames[0]["action"].tolist() == pytest.approx([0.3, 0.3])
-    assert {"observation", "achieved_goal", "desired_goal", "action", "action_applied", "reward",
-            "intervention"} <= set(frames[0])
+    assert {
+        "observation",
+        "achieved_goal",
+        "desired_goal",
+        "action",
+        "action_applied",
+        "reward",
+        "intervention",
+    } <= set(frames[0])
     assert pin_robot.pin_values() == (0.0, 0.0, 0.0, 0.0)
 
 
@@ -355,8 +378,14 @@ def test_max_steps_and_paced_timing(pin_robot, clock) -> None:
                 clock.advance(0.08)  # this tick overruns its 50 ms deadline
             return Cmd((0.2, 0.2), ctx.now)
 
-    loop = ControlLoop(pin_robot, Observer("reach", pin_robot.description), Slow(), clock=clock,
-                       sleep=sleep, watchdog=False)
+    loop = ControlLoop(
+        pin_robot,
+        Observer("reach", pin_robot.description),
+        Slow(),
+        clock=clock,
+        sleep=sleep,
+        watchdog=False,
+    )
     with loop:
         res = loop.run_episode(goal=GOAL, max_steps=6)
     assert res.steps == 6 and res.end == "max_steps" and res.success is False
@@ -394,8 +423,9 @@ def test_shared_mode_takeover_overrides_and_is_flagged(tmp_path, desc, pin_robot
     assert sum(f["intervention"] for f in rec.episodes[0]) == res.info["interventions"]
 
 
-def test_policy_for_another_task_is_refused_before_any_motion(tmp_path, desc, pin_robot,
-                                                              clock) -> None:
+def test_policy_for_another_task_is_refused_before_any_motion(
+    tmp_path, desc, pin_robot, clock
+) -> None:
     policy = OnnxPolicy(make_constant_bundle(tmp_path / "b", desc, (0.3, 0.3), task="push"))
     with pytest.raises(SpecMismatch, match="observation"):
         make_loop(pin_robot, PolicySource(policy), clock)

@@ -22,8 +22,12 @@ GOAL = (0.5, 0.0)
 
 def duties(robot: Any) -> list[float]:
     """PWM duty of every motor pin (left/right x forward/backward)."""
-    return [float(p.state) for side in ("left", "right")
-            for role, p in robot.motor_pins[side].items() if role in ("forward", "backward")]
+    return [
+        float(p.state)
+        for side in ("left", "right")
+        for role, p in robot.motor_pins[side].items()
+        if role in ("forward", "backward")
+    ]
 
 
 def wait_for(cond: Any, timeout: float = 5.0) -> bool:
@@ -41,8 +45,9 @@ def setup(desc: Any) -> Iterator[tuple[Any, ControlLoop, ScriptedSource, FakeClo
     clock = FakeClock()
     robot = mock.make_mock_robot(desc, clock=clock)
     src = ScriptedSource(action=(0.5, 0.5))
-    loop = ControlLoop(robot, Observer("reach", desc), src, clock=clock, sleep=clock.sleep,
-                       watchdog=False)
+    loop = ControlLoop(
+        robot, Observer("reach", desc), src, clock=clock, sleep=clock.sleep, watchdog=False
+    )
     with loop:
         loop.start_episode(goal=GOAL, max_steps=1000)
         yield robot, loop, src, clock
@@ -100,14 +105,17 @@ def test_frozen_camera_stops(setup, desc) -> None:
 
 
 def test_no_echo_drives_and_close_echo_refuses_forward(setup, desc) -> None:
-    robot, loop, src, clock = setup
+    robot, loop, _, clock = setup
     robot.set_echo_distance(None)
     n0 = robot.ranger.no_echo
     assert wait_for(lambda: robot.ranger.no_echo > n0)
     r = ticks(loop, clock, 3)
     assert "obstacle" not in r.reasons and max(duties(robot)) > 0
     robot.set_echo_distance(desc.safety.obstacle_stop / 2)
-    assert wait_for(lambda: robot.ranger.latest.valid
-                    and robot.ranger.latest.distance < desc.safety.obstacle_stop)
+    assert wait_for(
+        lambda: (
+            robot.ranger.latest.valid and robot.ranger.latest.distance < desc.safety.obstacle_stop
+        )
+    )
     r = ticks(loop, clock, 1)
     assert "obstacle" in r.reasons and all(d == 0.0 for d in duties(robot))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_constant_bundle, make_reach_bundle
+from conftest import make_constant_bundle
 
 from deploy.bundle import Bundle, write_bundle_json
 from deploy.policy import OnnxPolicy, PolicySource, session_options
@@ -18,9 +18,11 @@ from hardware.tasks import task_spec
 
 
 def reach_obs(x: float = 0.0, goal: tuple[float, float] = (0.5, 0.0)) -> dict[str, np.ndarray]:
-    return {"observation": np.array([x, 0, 1, 0, 0, 0], np.float32),
-            "achieved_goal": np.array([x, 0], np.float32),
-            "desired_goal": np.array(goal, np.float32)}
+    return {
+        "observation": np.array([x, 0, 1, 0, 0, 0], np.float32),
+        "achieved_goal": np.array([x, 0], np.float32),
+        "desired_goal": np.array(goal, np.float32),
+    }
 
 
 def window_bundle(path: Path, desc, history: int) -> Path:
@@ -30,17 +32,30 @@ def window_bundle(path: Path, desc, history: int) -> Path:
     spec = task_spec("reach", desc)
     c = numpy_helper.from_array
     n = helper.make_node
-    inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["batch", history, *f.shape])
-              for k, f in spec.observation.items()]
-    nodes = [n("Gather", ["observation", "first"], ["o0"], axis=1),
-             n("Gather", ["observation", "last"], ["o1"], axis=1),
-             n("Slice", ["o0", "i0", "i1", "i1"], ["x0"]),
-             n("Slice", ["o1", "i0", "i1", "i1"], ["x1"]),
-             n("Concat", ["x0", "x1"], ["action"], axis=1)]
-    inits = [c(np.array(0, np.int64), "first"), c(np.array(-1, np.int64), "last"),
-             c(np.array([0], np.int64), "i0"), c(np.array([1], np.int64), "i1")]
-    graph = helper.make_graph(nodes, "window", inputs, [helper.make_tensor_value_info(
-        "action", TensorProto.FLOAT, ["batch", 2])], inits)
+    inputs = [
+        helper.make_tensor_value_info(k, TensorProto.FLOAT, ["batch", history, *f.shape])
+        for k, f in spec.observation.items()
+    ]
+    nodes = [
+        n("Gather", ["observation", "first"], ["o0"], axis=1),
+        n("Gather", ["observation", "last"], ["o1"], axis=1),
+        n("Slice", ["o0", "i0", "i1", "i1"], ["x0"]),
+        n("Slice", ["o1", "i0", "i1", "i1"], ["x1"]),
+        n("Concat", ["x0", "x1"], ["action"], axis=1),
+    ]
+    inits = [
+        c(np.array(0, np.int64), "first"),
+        c(np.array(-1, np.int64), "last"),
+        c(np.array([0], np.int64), "i0"),
+        c(np.array([1], np.int64), "i1"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "window",
+        inputs,
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", 2])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.mkdir(parents=True)
@@ -92,7 +107,7 @@ def test_observation_mismatch_names_the_feature(reach_bundle) -> None:
 def test_graph_that_disagrees_with_bundle_json_is_refused(tmp_path, desc) -> None:
     path = window_bundle(tmp_path / "w", desc, history=3)
     write_bundle_json(path, task_spec("reach", desc), 2)  # claims history 2, graph has 3
-    with pytest.raises(SpecMismatch, match="observation.*shape"):
+    with pytest.raises(SpecMismatch, match=r"observation.*shape"):
         OnnxPolicy(path)
 
 
@@ -120,8 +135,13 @@ def test_bundle_round_trip_and_robot_check(reach_bundle, desc) -> None:
 
 
 def test_bundle_for_another_robot_is_refused_naming_it(reach_bundle, desc) -> None:
-    other = from_dict({**desc.to_dict(), "name": "bigrover",
-                       "geometry": {**dataclasses.asdict(desc.geometry), "wheel_radius": 0.05}})
+    other = from_dict(
+        {
+            **desc.to_dict(),
+            "name": "bigrover",
+            "geometry": {**dataclasses.asdict(desc.geometry), "wheel_radius": 0.05},
+        }
+    )
     with pytest.raises(BundleError, match=r"made for robot 'rover'.*not for robot 'bigrover'") as e:
         Bundle.load(reach_bundle).check_robot(other)
     assert desc.hash in str(e.value) and other.hash in str(e.value)
@@ -134,15 +154,18 @@ def test_bundle_for_another_task_names_the_feature(tmp_path, desc) -> None:
         b.check_robot(desc)
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda m: m.update(format="something"), "not a sim2pi policy bundle"),
-    (lambda m: m.update(version=99), "version 99 is not supported"),
-    (lambda m: m.pop("history"), "missing 'history'"),
-    (lambda m: m.update(history=0), "'history' must be an integer >= 1"),
-    (lambda m: m.update(control_rate=-5), "'control_rate' must be a positive"),
-    (lambda m: m.update(robot_hash="0123456789abcdef"), "disagrees with the spec"),
-    (lambda m: m["spec"].pop("observation"), "'spec' is malformed"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda m: m.update(format="something"), "not a sim2pi policy bundle"),
+        (lambda m: m.update(version=99), "version 99 is not supported"),
+        (lambda m: m.pop("history"), "missing 'history'"),
+        (lambda m: m.update(history=0), "'history' must be an integer >= 1"),
+        (lambda m: m.update(control_rate=-5), "'control_rate' must be a positive"),
+        (lambda m: m.update(robot_hash="0123456789abcdef"), "disagrees with the spec"),
+        (lambda m: m["spec"].pop("observation"), "'spec' is malformed"),
+    ],
+)
 def test_malformed_bundle_json_is_refused(tmp_path, reach_bundle, edit, match) -> None:
     import shutil
 
@@ -159,7 +182,7 @@ def test_missing_files_are_refused(tmp_path, reach_bundle) -> None:
     with pytest.raises(BundleError, match="does not exist"):
         Bundle.load(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BundleError, match="no policy.onnx"):
+    with pytest.raises(BundleError, match=r"no policy\.onnx"):
         Bundle.load(tmp_path / "empty")
     (tmp_path / "empty" / "policy.onnx").write_bytes(b"garbage")
     (tmp_path / "empty" / "bundle.json").write_text("{not json")

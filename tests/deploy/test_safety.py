@@ -16,8 +16,12 @@ from hardware.errors import SafetyWarning, Sim2PiError
 
 pytestmark = pytest.mark.filterwarnings("ignore::hardware.errors.SafetyWarning")
 
-FRESH = {"range": np.array([1.5]), "range_valid": np.array([1.0]), "range_age": np.array([0.01]),
-         "image_age": np.array([0.01])}
+FRESH = {
+    "range": np.array([1.5]),
+    "range_valid": np.array([1.0]),
+    "range_age": np.array([0.01]),
+    "image_age": np.array([0.01]),
+}
 
 
 def layer(clock, **kw) -> SafetyLayer:
@@ -86,8 +90,11 @@ def test_slew_dt_is_capped_after_a_long_gap(clock) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(-3, 3), st.floats(-3, 3), st.floats(0.0, 0.2)),
-                min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.floats(-3, 3), st.floats(-3, 3), st.floats(0.0, 0.2)), min_size=1, max_size=40
+    )
+)
 def test_slew_and_clamp_hold_for_any_sequence(steps) -> None:
     from conftest import FakeClock
 
@@ -164,8 +171,9 @@ def test_software_estop_latches_until_reset(clock) -> None:
 
 def test_button_estop_latches_after_release_and_reset_needs_release(clock) -> None:
     pressed = [False]
-    s = SafetyLayer(dataclasses.replace(Safety(), slew_rate=1000.0), clock=clock,
-                    estop_input=lambda: pressed[0])
+    s = SafetyLayer(
+        dataclasses.replace(Safety(), slew_rate=1000.0), clock=clock, estop_input=lambda: pressed[0]
+    )
     assert not s.filter((0.5, 0.5), stamp=clock(), raw=FRESH).stopped
     pressed[0] = True
     assert "estop" in s.filter((0.5, 0.5), stamp=clock(), raw=FRESH).reasons
