@@ -84,6 +84,9 @@ class GCBCConfig:
         "doc": "fraction of sampled steps whose goal is relabeled"})
     relabel_gamma: float = field(default=0.98, metadata={
         "doc": "geometric strategy: offset ~ Geometric(1 - gamma)"})
+    skip_reached: bool = field(default=True, metadata={
+        "doc": "do not imitate steps whose (relabeled) goal is already reached at that step: "
+               "their action says nothing about how to reach it"})
     head: str = field(default="mse", metadata={"doc": "action head: mse | gmm | discrete"})
     arch: str = field(default="mlp", metadata={
         "doc": "history handling: mlp (frame stacking) | gru"})

@@ -94,7 +94,8 @@ def train_dagger(cfg: DaggerConfig, *, env_factory: Callable[[bool], Any] | None
     total = cfg.steps + cfg.rounds * cfg.steps_per_round
     trainer = Trainer(policy, store, cfg.relabel_config(), lr=cfg.lr,
                       weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                      batch_size=cfg.batch_size, total_steps=total, seed=cfg.seed)
+                      batch_size=cfg.batch_size, total_steps=total, seed=cfg.seed,
+                      skip_reached=cfg.skip_reached)
     logger = RunLogger(run)
     history: list[dict[str, Any]] = []
     dataset = "; ".join(sources)

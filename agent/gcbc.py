@@ -60,11 +60,12 @@ class Trainer:
 
     def __init__(self, policy: Policy, store: EpisodeStore, relabel: RelabelConfig, *, lr: float,
                  weight_decay: float, grad_clip: float, batch_size: int, total_steps: int,
-                 seed: int):
+                 seed: int, skip_reached: bool = True):
         self.policy = policy
         self.store = store
         self.relabeler = Relabeler(store.spec, relabel)
         self.batch_size = batch_size
+        self.skip_reached = skip_reached
         self.grad_clip = grad_clip
         self.total_steps = max(1, total_steps)
         self.base_lr = lr
@@ -81,14 +82,19 @@ class Trainer:
         """One (relabeled) batch and the fraction of relabeled goals in it."""
         s = self.store
         idx = s.sample_indices(self.batch_size, self.rng)
-        goal = None
+        goal = weight = None
         frac = 0.0
         if s.spec.goal_keys is not None:
             a, d = s.spec.goal_keys
             r = self.relabeler(idx, s.data[a], s.data[d], s.data["reward"], s.data["success"],
                                s.first, s.last, self.rng)
             goal, frac = r.desired_goal, float(r.relabeled.mean())
-        return s.batch(idx, self.policy.config.history, goal), frac
+            if self.skip_reached:
+                # Relabeling makes many steps whose goal is already reached (e.g. turning in
+                # place towards a far goal): their action is no lesson for that goal.
+                weight = np.where(r.relabeled & r.reached, 0.0, 1.0)
+                weight *= len(weight) / max(weight.sum(), 1.0)
+        return s.batch(idx, self.policy.config.history, goal, weight), frac
 
     def train_step(self) -> dict[str, float]:
         """One gradient step; returns scalars to log."""
@@ -203,7 +209,8 @@ def train(cfg: GCBCConfig, *, episodes: Sequence[dict[str, np.ndarray]] | None =
         policy = build_policy(spec, pcfg, store, cfg.seed)
     trainer = Trainer(policy, store, cfg.relabel_config(), lr=cfg.lr,
                       weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                      batch_size=cfg.batch_size, total_steps=cfg.steps, seed=cfg.seed)
+                      batch_size=cfg.batch_size, total_steps=cfg.steps, seed=cfg.seed,
+                      skip_reached=cfg.skip_reached)
     if cfg.resume and (run / "checkpoint.json").exists():
         meta = read_meta(run)
         if meta.algo != algo:

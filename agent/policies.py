@@ -145,23 +145,48 @@ class GMMHead(Head):
 
 
 class DiscreteHead(Head):
-    """Each action dimension independently categorical over ``bins`` uniform bins of [-1, 1]."""
+    """Each action dimension categorical over ``bins`` uniform bins of [-1, 1], predicted
+    autoregressively: dimension d also sees the bins chosen for dimensions < d (teacher-forced in
+    training, argmax at deployment). Independent per-dimension argmaxes could combine the left
+    wheel of one mode with the right wheel of another; conditioning keeps a consistent mode
+    (as in autoregressive action tokenizers such as RT-1's)."""
 
-    def __init__(self, in_dim: int, act_dim: int, bins: int):
+    def __init__(self, in_dim: int, act_dim: int, bins: int, embed: int = 16, hidden: int = 64):
         super().__init__()
         self.d, self.bins = act_dim, bins
-        self.linear = nn.Linear(in_dim, act_dim * bins)
+        self.first = nn.Linear(in_dim, bins)
+        self.embeds = nn.ModuleList([nn.Embedding(bins, embed) for _ in range(act_dim - 1)])
+        self.rest = nn.ModuleList([
+            nn.Sequential(nn.Linear(in_dim + (i + 1) * embed, hidden), nn.ReLU(),
+                          nn.Linear(hidden, bins)) for i in range(act_dim - 1)])
         self.register_buffer("centers", torch.linspace(-1.0, 1.0, bins))
 
+    def to_bins(self, u: Tensor) -> Tensor:
+        """Normalized actions [B, D] → bin indices [B, D]."""
+        return torch.round((u.clamp(-1, 1) + 1) * 0.5 * (self.bins - 1)).long()
+
+    def logits(self, feat: Tensor, prev: Tensor) -> list[Tensor]:
+        """Per-dimension logits [B, bins], dimension d conditioned on ``prev[:, :d]`` bins."""
+        out = [self.first(feat)]
+        ctx = [feat]
+        for i in range(self.d - 1):
+            ctx.append(self.embeds[i](prev[:, i]))
+            out.append(self.rest[i](torch.cat(ctx, dim=-1)))
+        return out
+
     def nll(self, feat: Tensor, u: Tensor) -> Tensor:
-        logits = self.linear(feat).reshape(-1, self.d, self.bins)
-        target = torch.round((u.clamp(-1, 1) + 1) * 0.5 * (self.bins - 1)).long()
-        ce = F.cross_entropy(logits.reshape(-1, self.bins), target.reshape(-1), reduction="none")
-        return ce.reshape(-1, self.d).sum(-1)
+        target = self.to_bins(u)
+        logits = self.logits(feat, target)
+        return sum(F.cross_entropy(lg, target[:, i], reduction="none")
+                   for i, lg in enumerate(logits))  # type: ignore[return-value]
 
     def decode(self, feat: Tensor) -> Tensor:
-        logits = self.linear(feat).reshape(-1, self.d, self.bins)
-        return self.centers[torch.argmax(logits, dim=-1)]
+        chosen = [torch.argmax(self.first(feat), dim=-1)]
+        ctx = [feat]
+        for i in range(self.d - 1):
+            ctx.append(self.embeds[i](chosen[-1]))
+            chosen.append(torch.argmax(self.rest[i](torch.cat(ctx, dim=-1)), dim=-1))
+        return self.centers[torch.stack(chosen, dim=-1)]
 
 
 class TanhGaussianHead(Head):

@@ -98,6 +98,7 @@ class Relabeled(NamedTuple):
     success: np.ndarray  # [B] bool
     relabeled: np.ndarray  # [B] bool: goal replaced by an achieved goal
     goal_index: np.ndarray  # [B] int64 flat index of the achieved goal used (-1 if kept)
+    reached: np.ndarray  # [B] bool: the goal is already achieved at step t itself
 
 
 class Relabeler:
@@ -128,8 +129,9 @@ class Relabeler:
         suc = np.asarray(success[idx]).astype(bool)
         mask = np.zeros(idx.shape, bool)
         gidx = np.full(idx.shape, -1, np.int64)
+        a_now = achieved[idx]
         if cfg.strategy == "none" or cfg.ratio <= 0.0:
-            return Relabeled(goal, rew, suc, mask, gidx)
+            return Relabeled(goal, rew, suc, mask, gidx, is_success(self.task, a_now, goal))
         mask = rng.random(idx.shape) < cfg.ratio
         if mask.any():
             sel = idx[mask]
@@ -139,4 +141,4 @@ class Relabeler:
             nxt = np.minimum(sel + 1, last[sel])
             rew[mask] = compute_reward(self.task, achieved[nxt], goal[mask], None)
             suc[mask] = is_success(self.task, achieved[nxt], goal[mask])
-        return Relabeled(goal, rew, suc, mask, gidx)
+        return Relabeled(goal, rew, suc, mask, gidx, is_success(self.task, a_now, goal))

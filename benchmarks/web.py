@@ -84,7 +84,7 @@ async def _latency(port: int, seen: list, session: Any, n: int) -> tuple[list[fl
                 pass
 
         reader = asyncio.create_task(drain())
-        values = (0.3, 0.5)
+        values = (0.3, 0.5)  # spin in place: the obstacle rule never reshapes it
         for i in range(n + 5):
             v = values[i % 2]
             seq = i + 1
@@ -92,7 +92,7 @@ async def _latency(port: int, seen: list, session: Any, n: int) -> tuple[list[fl
             await asyncio.sleep(0.02 + 0.03 * np.random.default_rng(i).random())
             k = len(seen)
             t0 = time.perf_counter()
-            await ws.send(json.dumps({"type": "drive", "left": v, "right": v, "seq": seq}))
+            await ws.send(json.dumps({"type": "drive", "left": v, "right": -v, "seq": seq}))
             t_web = None
             t_act = None
             deadline = t0 + 1.0

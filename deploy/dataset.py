@@ -431,9 +431,11 @@ def tasks_table(tasks: list[str]) -> pa.Table:
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.0",
     }
-    schema = schema.with_metadata({b"pandas": json.dumps(pandas_meta).encode()})
-    return pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()),
-                     "task": pa.array(tasks, pa.string())}, schema=schema)
+    # metadata attached after construction: building a table from a schema with pandas metadata
+    # imports pandas when it is installed (slow), and the Pi has no pandas anyway
+    t = pa.Table.from_arrays([pa.array(range(len(tasks)), pa.int64()), pa.array(tasks, pa.string())],
+                             schema=schema)
+    return t.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
 def write_tasks(root: Path, tasks: list[str]) -> None:
@@ -985,8 +987,9 @@ class DatasetWriter:
                     stats[key] = results[spec_key].stats
                 else:
                     stats[key] = numeric_stats(arrays[key])
-            table = pa.table({c: _np_to_arrow(arrays[c], self.features[c]) for c in self._schema.names},
-                             schema=self._schema)
+            table = pa.Table.from_arrays(
+                [_np_to_arrow(arrays[c], self.features[c]) for c in self._schema.names],
+                schema=self._schema)
             write_parquet_atomic(table, self.root / data_rel(slot))
             for key, res in results.items():
                 final = self.root / video_rel(self.spec.observation[key].dataset_key, slot)

@@ -240,7 +240,7 @@ class SafetyLayer:
 
     def _deadman_expired(self, stamp: float | None, t: float) -> bool:
         """True when the newest command is older than ``deadman`` seconds (or there was none)."""
-        return stamp is None
+        return stamp is None or not math.isfinite(stamp) or t - stamp > self.config.deadman
 
     def _stale(self, raw: Mapping[str, Any] | None) -> list[str]:
         """Stop reasons from missing or old sensor data."""

@@ -16,8 +16,9 @@ def _register() -> None:
         return
     for name, info in TASKS.items():
         if info.env_id not in gymnasium.registry:
-            gymnasium.register(id=info.env_id, entry_point=f"sim.envs:{_CLASSES[name]}",
-                               disable_env_checker=False)
+            gymnasium.register(
+                id=info.env_id, entry_point=f"sim.envs:{_CLASSES[name]}", disable_env_checker=False
+            )
 
 
 _CLASSES = {"reach": "RoverReachEnv", "push": "RoverPushEnv", "seek": "RoverSeekEnv"}

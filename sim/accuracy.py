@@ -59,8 +59,17 @@ def run_scenario(name: str, desc: RobotDescription, **robot_kwargs: Any) -> Scen
     try:
         objects = []
         if name == "push":
-            objects = [SceneObject("box", "box", (BOX_HALF_SIZE,) * 3, (0.25, 0.0), mass=BOX_MASS,
-                                   friction=BOX_FRICTION, tagged=True)]
+            objects = [
+                SceneObject(
+                    "box",
+                    "box",
+                    (BOX_HALF_SIZE,) * 3,
+                    (0.25, 0.0),
+                    mass=BOX_MASS,
+                    friction=BOX_FRICTION,
+                    tagged=True,
+                )
+            ]
             seq = push_sequence(desc.control.rate)
         else:
             seq = drive_sequence(desc.control.rate)
@@ -99,31 +108,48 @@ class AccuracyReport:
 
     @property
     def passed(self) -> bool:
-        return (all(v <= self.pos_tol for v in self.pos_error.values())
-                and all(v <= self.ang_tol_deg for v in self.ang_error_deg.values())
-                and self.box_sink <= self.sink_tol)
+        return (
+            all(v <= self.pos_tol for v in self.pos_error.values())
+            and all(v <= self.ang_tol_deg for v in self.ang_error_deg.values())
+            and self.box_sink <= self.sink_tol
+        )
 
     def table(self) -> str:
         """A plain-text table of the results."""
         rows = [f"{'scenario':<10}{'pos err (m)':>13}{'ang err (deg)':>15}{'ticks/s':>10}"]
         for k in self.pos_error:
-            rows.append(f"{k:<10}{self.pos_error[k]:>13.4f}{self.ang_error_deg[k]:>15.2f}"
-                        f"{self.ticks_per_second.get(k, 0.0):>10.0f}")
-        rows.append(f"box sink {self.box_sink * 1000:.2f} mm (tol {self.sink_tol * 1000:.1f}); "
-                    f"tolerances {self.pos_tol} m / {self.ang_tol_deg} deg; "
-                    f"{'PASS' if self.passed else 'FAIL'}")
+            rows.append(
+                f"{k:<10}{self.pos_error[k]:>13.4f}{self.ang_error_deg[k]:>15.2f}"
+                f"{self.ticks_per_second.get(k, 0.0):>10.0f}"
+            )
+        rows.append(
+            f"box sink {self.box_sink * 1000:.2f} mm (tol {self.sink_tol * 1000:.1f}); "
+            f"tolerances {self.pos_tol} m / {self.ang_tol_deg} deg; "
+            f"{'PASS' if self.passed else 'FAIL'}"
+        )
         return "\n".join(rows)
 
 
-def check_accuracy(desc: RobotDescription | None = None, *, pos_tol: float = 0.02,
-                   ang_tol_deg: float = 2.0, sink_tol: float = 0.002,
-                   reference: dict[str, Any] | None = None, **settings: Any) -> AccuracyReport:
+def check_accuracy(
+    desc: RobotDescription | None = None,
+    *,
+    pos_tol: float = 0.02,
+    ang_tol_deg: float = 2.0,
+    sink_tol: float = 0.002,
+    reference: dict[str, Any] | None = None,
+    **settings: Any,
+) -> AccuracyReport:
     """Compare the twin with ``settings`` (SimRobot kwargs; default: its defaults) to the
     reference physics on the ``drive`` and ``push`` scenarios."""
     desc = desc or load_description("rover")
     ref_settings = dict(reference or REFERENCE)
-    report = AccuracyReport(settings=dict(settings), reference=ref_settings, pos_tol=pos_tol,
-                            ang_tol_deg=ang_tol_deg, sink_tol=sink_tol)
+    report = AccuracyReport(
+        settings=dict(settings),
+        reference=ref_settings,
+        pos_tol=pos_tol,
+        ang_tol_deg=ang_tol_deg,
+        sink_tol=sink_tol,
+    )
     for name in ("drive", "push"):
         test = run_scenario(name, desc, **settings)
         ref = run_scenario(name, desc, **ref_settings)
@@ -132,12 +158,19 @@ def check_accuracy(desc: RobotDescription | None = None, *, pos_tol: float = 0.0
             err = max(err, float(np.linalg.norm(test.final[3:5] - ref.final[3:5])))
             report.box_sink = max(0.0, BOX_HALF_SIZE - test.min_box_z)
         report.pos_error[name] = err
-        report.ang_error_deg[name] = abs(math.degrees(float(wrap_angle(test.final[2]
-                                                                        - ref.final[2]))))
+        report.ang_error_deg[name] = abs(
+            math.degrees(float(wrap_angle(test.final[2] - ref.final[2])))
+        )
         report.ticks_per_second[name] = test.ticks / max(test.seconds, 1e-9)
     log.info("physics accuracy:\n%s", report.table())
     return report
 
 
-__all__ = ["REFERENCE", "AccuracyReport", "check_accuracy", "drive_sequence", "push_sequence",
-           "run_scenario"]
+__all__ = [
+    "REFERENCE",
+    "AccuracyReport",
+    "check_accuracy",
+    "drive_sequence",
+    "push_sequence",
+    "run_scenario",
+]

@@ -46,8 +46,11 @@ SEEK_HEIGHT = 0.12  # m
 SEEK_HALF = 0.7  # m
 SEEK_SEPARATION = 0.45  # m between objects
 SEEK_FACING_DEG = 25.0  # heading error to the target's centre counted as "facing"
-SEEK_RGBA = {"red": (0.85, 0.1, 0.1, 1.0), "green": (0.1, 0.75, 0.15, 1.0),
-             "blue": (0.1, 0.2, 0.9, 1.0)}
+SEEK_RGBA = {
+    "red": (0.85, 0.1, 0.1, 1.0),
+    "green": (0.1, 0.75, 0.15, 1.0),
+    "blue": (0.1, 0.2, 0.9, 1.0),
+}
 
 
 def wrap_angle(a: float | np.ndarray) -> Any:
@@ -69,10 +72,17 @@ class TwinBackend:
         robot_kwargs: more keyword arguments for :class:`SimRobot` (``gui``, ``physics_dt``, ...).
     """
 
-    def __init__(self, task: str, desc: RobotDescription, *,
-                 randomization: DynamicsRandomization | None = None, seed: int | None = None,
-                 camera: bool | None = None, ultrasonic: bool | None = None,
-                 **robot_kwargs: Any) -> None:
+    def __init__(
+        self,
+        task: str,
+        desc: RobotDescription,
+        *,
+        randomization: DynamicsRandomization | None = None,
+        seed: int | None = None,
+        camera: bool | None = None,
+        ultrasonic: bool | None = None,
+        **robot_kwargs: Any,
+    ) -> None:
         self.info: TaskInfo = task_info(task)
         self.task = self.info.name
         self.desc = desc
@@ -80,8 +90,14 @@ class TwinBackend:
             camera = self.task == "seek"
         if ultrasonic is None:
             ultrasonic = desc.ultrasonic.enabled
-        self.robot = SimRobot(desc, randomization=randomization, seed=seed, camera=camera,
-                              ultrasonic=ultrasonic, **robot_kwargs)
+        self.robot = SimRobot(
+            desc,
+            randomization=randomization,
+            seed=seed,
+            camera=camera,
+            ultrasonic=ultrasonic,
+            **robot_kwargs,
+        )
         self._rng = np.random.default_rng(seed)
         self.episode: dict[str, Any] = {}
         g = desc.geometry
@@ -120,8 +136,11 @@ class TwinBackend:
             goal = rng.uniform(-GOAL_HALF, GOAL_HALF, 2)
             if math.dist(goal, pose[:2]) >= MIN_GOAL_DISTANCE:
                 break
-        return pose, [], {"goal": (float(goal[0]), float(goal[1])), "task_id": None,
-                          "box_guess": None}
+        return (
+            pose,
+            [],
+            {"goal": (float(goal[0]), float(goal[1])), "task_id": None, "box_guess": None},
+        )
 
     def _push(self, rng: np.random.Generator) -> tuple[Any, list[SceneObject], dict[str, Any]]:
         box = rng.uniform(-BOX_HALF, BOX_HALF, 2)
@@ -135,11 +154,26 @@ class TwinBackend:
             pose = self._pose(rng, ARENA_HALF - START_MARGIN)
             if math.dist(pose[:2], box) >= 0.3:
                 break
-        obj = SceneObject("box", "box", (BOX_HALF_SIZE,) * 3, (float(box[0]), float(box[1])),
-                          yaw=float(rng.uniform(-np.pi, np.pi)), mass=BOX_MASS,
-                          color=(0.9, 0.6, 0.2, 1.0), friction=BOX_FRICTION, tagged=True)
-        return pose, [obj], {"goal": (float(goal[0]), float(goal[1])), "task_id": None,
-                             "box_guess": (float(box[0]), float(box[1]))}
+        obj = SceneObject(
+            "box",
+            "box",
+            (BOX_HALF_SIZE,) * 3,
+            (float(box[0]), float(box[1])),
+            yaw=float(rng.uniform(-np.pi, np.pi)),
+            mass=BOX_MASS,
+            color=(0.9, 0.6, 0.2, 1.0),
+            friction=BOX_FRICTION,
+            tagged=True,
+        )
+        return (
+            pose,
+            [obj],
+            {
+                "goal": (float(goal[0]), float(goal[1])),
+                "task_id": None,
+                "box_guess": (float(box[0]), float(box[1])),
+            },
+        )
 
     def _seek(self, rng: np.random.Generator) -> tuple[Any, list[SceneObject], dict[str, Any]]:
         pts: list[np.ndarray] = []
@@ -151,12 +185,22 @@ class TwinBackend:
             pose = self._pose(rng, ARENA_HALF - START_MARGIN)
             if all(math.dist(pose[:2], o) >= 0.35 for o in pts):
                 break
-        objects = [SceneObject(name, "cylinder", (SEEK_RADIUS, SEEK_HEIGHT),
-                               (float(q[0]), float(q[1])), color=SEEK_RGBA[name])
-                   for name, q in zip(SEEK_COLORS, pts, strict=True)]
+        objects = [
+            SceneObject(
+                name,
+                "cylinder",
+                (SEEK_RADIUS, SEEK_HEIGHT),
+                (float(q[0]), float(q[1])),
+                color=SEEK_RGBA[name],
+            )
+            for name, q in zip(SEEK_COLORS, pts, strict=True)
+        ]
         task_id = int(rng.integers(len(SEEK_COLORS)))
-        return pose, objects, {"goal": None, "task_id": task_id, "box_guess": None,
-                               "target": SEEK_COLORS[task_id]}
+        return (
+            pose,
+            objects,
+            {"goal": None, "task_id": task_id, "box_guess": None, "target": SEEK_COLORS[task_id]},
+        )
 
     # ------------------------------------------------------------------ judgement
     def ground_truth(self, achieved: Any = None) -> dict[str, Any]:

@@ -10,22 +10,26 @@ import time
 
 import typer
 
-sim_app = typer.Typer(help="The PyBullet twin: run scripted experts, look at the tasks.",
-                      no_args_is_help=True)
+sim_app = typer.Typer(
+    help="The PyBullet twin: run scripted experts, look at the tasks.", no_args_is_help=True
+)
 
 
 @sim_app.command("expert")
 def expert(
     task: str = typer.Option("reach", "--task", "-t", help="Task: reach, push or seek."),
     episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes to run."),
-    noise: float = typer.Option(0.0, "--noise", min=0.0,
-                                help="Std of Gaussian noise added to executed actions (DART)."),
+    noise: float = typer.Option(
+        0.0, "--noise", min=0.0, help="Std of Gaussian noise added to executed actions (DART)."
+    ),
     gui: bool = typer.Option(False, "--gui", help="Show the PyBullet GUI (needs a display)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first episode (then seed+1, ...)."),
     robot: str = typer.Option("rover", "--robot", help="Robot description: YAML path or name."),
     randomize: str | None = typer.Option(
-        None, "--randomize",
-        help="Dynamics randomization config (YAML path or name, e.g. 'default'); off if omitted."),
+        None,
+        "--randomize",
+        help="Dynamics randomization config (YAML path or name, e.g. 'default'); off if omitted.",
+    ),
 ) -> None:
     """Run the scripted expert of TASK and print its success rate and speed."""
     import gymnasium as gym
@@ -56,14 +60,17 @@ def expert(
                     steps += 1
                     done = term or trunc
                 successes += bool(info["is_success"])
-                progress.update(bar, advance=1,
-                                description=f"{info_t.name} expert: {successes}/{ep + 1} ok")
+                progress.update(
+                    bar, advance=1, description=f"{info_t.name} expert: {successes}/{ep + 1} ok"
+                )
     finally:
         env.close()
     secs = time.perf_counter() - t0
-    console.print(f"[bold]{info_t.name}[/] expert (noise {noise}): success "
-                  f"[cyan]{successes / episodes:.1%}[/] ({successes}/{episodes}), {steps} steps, "
-                  f"{steps / max(secs, 1e-9):.0f} steps/s")
+    console.print(
+        f"[bold]{info_t.name}[/] expert (noise {noise}): success "
+        f"[cyan]{successes / episodes:.1%}[/] ({successes}/{episodes}), {steps} steps, "
+        f"{steps / max(secs, 1e-9):.0f} steps/s"
+    )
 
 
 def register(app: typer.Typer) -> None:

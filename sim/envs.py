@@ -43,8 +43,9 @@ def feature_space(feat: Feature) -> spaces.Box:
         return spaces.Box(0, 255, feat.shape, np.uint8)
     low = np.asarray(feat.low if feat.low is not None else [-np.inf] * feat.dim, np.float32)
     high = np.asarray(feat.high if feat.high is not None else [np.inf] * feat.dim, np.float32)
-    return spaces.Box(low.reshape(feat.shape), high.reshape(feat.shape), feat.shape,
-                      np.dtype(feat.dtype))
+    return spaces.Box(
+        low.reshape(feat.shape), high.reshape(feat.shape), feat.shape, np.dtype(feat.dtype)
+    )
 
 
 def _description(description: str | Path | RobotDescription) -> RobotDescription:
@@ -53,8 +54,9 @@ def _description(description: str | Path | RobotDescription) -> RobotDescription
     return load_description(description)
 
 
-def _randomization(r: DynamicsRandomization | str | Path | dict | None
-                   ) -> DynamicsRandomization | None:
+def _randomization(
+    r: DynamicsRandomization | str | Path | dict | None,
+) -> DynamicsRandomization | None:
     if r is None or isinstance(r, DynamicsRandomization):
         return r
     if isinstance(r, dict):
@@ -68,43 +70,54 @@ class RoverEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     task_name = ""
 
-    def __init__(self, description: str | Path | RobotDescription = "rover", *,
-                 reward_type: str = "sparse",
-                 randomization: DynamicsRandomization | str | Path | dict | None = None,
-                 render_mode: str | None = None, terminate_on_success: bool = True,
-                 max_steps: int | None = None, full_sensors: bool = False,
-                 **robot_kwargs: Any) -> None:
+    def __init__(
+        self,
+        description: str | Path | RobotDescription = "rover",
+        *,
+        reward_type: str = "sparse",
+        randomization: DynamicsRandomization | str | Path | dict | None = None,
+        render_mode: str | None = None,
+        terminate_on_success: bool = True,
+        max_steps: int | None = None,
+        full_sensors: bool = False,
+        **robot_kwargs: Any,
+    ) -> None:
         if reward_type not in ("sparse", "dense"):
             raise Sim2PiError(f"reward_type must be 'sparse' or 'dense', got {reward_type!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise Sim2PiError(f"render_mode must be one of {self.metadata['render_modes']} or "
-                              f"None, got {render_mode!r}")
+            raise Sim2PiError(
+                f"render_mode must be one of {self.metadata['render_modes']} or "
+                f"None, got {render_mode!r}"
+            )
         self.desc = _description(description)
         self.task = task_info(self.task_name)
         self.reward_type = reward_type
         self.render_mode = render_mode
         self.terminate_on_success = terminate_on_success
         self.max_steps = int(max_steps or self.task.max_steps)
-        self.metadata = {**self.metadata, "render_fps": int(round(self.desc.control.rate))}
+        self.metadata = {**self.metadata, "render_fps": round(self.desc.control.rate)}
         self.spec_ = task_spec(self.task.name, self.desc)
         # OrderedDict keeps the spec's feature order (gymnasium sorts a plain dict's keys).
         self.observation_space = spaces.Dict(
-            OrderedDict((k, feature_space(f)) for k, f in self.spec_.observation.items()))
+            OrderedDict((k, feature_space(f)) for k, f in self.spec_.observation.items())
+        )
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         # Simulate only the sensors the policy reads unless asked for all (speed).
         needs_all = full_sensors or self.task.name == "seek"
         robot_kwargs.setdefault("camera", needs_all)
         robot_kwargs.setdefault("ultrasonic", needs_all)
-        self.backend = TwinBackend(self.task.name, self.desc,
-                                   randomization=_randomization(randomization), **robot_kwargs)
+        self.backend = TwinBackend(
+            self.task.name, self.desc, randomization=_randomization(randomization), **robot_kwargs
+        )
         self.robot = self.backend.robot
         self.observer = Observer(self.task.name, self.desc)
         self._steps = 0
         self._last_obs: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(2**31 - 1))
         ep = self.backend.new_episode(seed=episode_seed)
@@ -134,11 +147,13 @@ class RoverEnv(gym.Env):
     def _reward(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> float:
         return float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
 
-    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray,
-                       info: Any) -> np.ndarray:
+    def compute_reward(
+        self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any
+    ) -> np.ndarray:
         """Vectorized reward (SB3's HerReplayBuffer calls it with batches)."""
-        return compute_reward(self.task.name, achieved_goal, desired_goal, info,
-                              dense=self.reward_type == "dense")
+        return compute_reward(
+            self.task.name, achieved_goal, desired_goal, info, dense=self.reward_type == "dense"
+        )
 
     def render(self) -> np.ndarray | None:
         """``rgb_array``: a 240×320 chase view from behind and above the robot."""
@@ -298,13 +313,25 @@ class RoverSeekEnv(RoverEnv):
             return float(-max(info["true_distance"], 0.0) - 0.1 * abs(info["heading_error"]))
         return 0.0 if info["is_success"] else -1.0
 
-    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray,
-                       info: Any) -> np.ndarray:
-        raise Sim2PiError("RoverSeek is not goal-conditioned: it has no compute_reward; use the "
-                          "reward returned by step()")
+    def compute_reward(
+        self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any
+    ) -> np.ndarray:
+        raise Sim2PiError(
+            "RoverSeek is not goal-conditioned: it has no compute_reward; use the "
+            "reward returned by step()"
+        )
 
 
 ENTRY_POINTS = {"reach": RoverReachEnv, "push": RoverPushEnv, "seek": RoverSeekEnv}
 
-__all__ = ["ENTRY_POINTS", "SEEK_FACING_DEG", "RoverEnv", "RoverPushEnv", "RoverReachEnv",
-           "RoverSeekEnv", "feature_space", "render_chase", "wrap_angle"]
+__all__ = [
+    "ENTRY_POINTS",
+    "SEEK_FACING_DEG",
+    "RoverEnv",
+    "RoverPushEnv",
+    "RoverReachEnv",
+    "RoverSeekEnv",
+    "feature_space",
+    "render_chase",
+    "wrap_angle",
+]

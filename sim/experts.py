@@ -57,8 +57,9 @@ class Expert:
     def reset(self) -> None:
         """Forget per-episode state."""
 
-    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
-            ) -> np.ndarray:
+    def act(
+        self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+    ) -> np.ndarray:
         """The clean expert action ``(left, right)`` in [-1, 1]."""
         raise NotImplementedError
 
@@ -79,9 +80,16 @@ class Expert:
         out = np.where(np.abs(raw) > 1e-3, np.sign(raw) * (db + (1 - db) * np.abs(raw)), 0.0)
         return np.clip(out, -1.0, 1.0).astype(np.float32)
 
-    def drive_to(self, pose: tuple[float, float, float], target: np.ndarray, *,
-                 speed: float = 1.0, slow_radius: float = 0.25, turn_gain: float = 0.9,
-                 spin_above: float = 0.9) -> tuple[np.ndarray, float, float]:
+    def drive_to(
+        self,
+        pose: tuple[float, float, float],
+        target: np.ndarray,
+        *,
+        speed: float = 1.0,
+        slow_radius: float = 0.25,
+        turn_gain: float = 0.9,
+        spin_above: float = 0.9,
+    ) -> tuple[np.ndarray, float, float]:
         """Turn-then-drive toward ``target``; returns (action, distance, bearing error)."""
         x, y, th = pose
         dx, dy = float(target[0] - x), float(target[1] - y)
@@ -104,8 +112,9 @@ class ReachExpert(Expert):
 
     task = "reach"
 
-    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
-            ) -> np.ndarray:
+    def act(
+        self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+    ) -> np.ndarray:
         goal = np.asarray(policy_obs["desired_goal"], np.float64)
         pose = _pose(policy_obs)
         if math.dist(pose[:2], goal) < 0.02:
@@ -129,8 +138,9 @@ class PushExpert(Expert):
         self.box = np.zeros(2)
         self.pushes = 0
 
-    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
-            ) -> np.ndarray:
+    def act(
+        self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+    ) -> np.ndarray:
         o = policy_obs["observation"]
         pose = _pose(policy_obs)
         pos = np.array(pose[:2])
@@ -175,7 +185,8 @@ class PushExpert(Expert):
                 return self.wheels(v, float(np.clip(0.6 * err, -0.2, 0.2)))
         # backoff: reverse until the box is seen again at a safe distance
         if np.linalg.norm(pos - self.mark) < self.BACKOFF and not (
-                seen and np.linalg.norm(pos - self.mark) > 0.06):
+            seen and np.linalg.norm(pos - self.mark) > 0.06
+        ):
             return self.wheels(-0.4, 0.0)
         self.state = "approach"
         return np.zeros(2, np.float32)
@@ -213,6 +224,9 @@ class SeekExpert(Expert):
         self.servo_ticks = 0
         self.resume = "search"
         self.detour = False  # going around an obstacle: ignore the target until done
+        self.last_action = np.zeros(2, np.float32)
+        self.best_blob = 0  # largest target blob while servoing (progress check)
+        self.no_progress = 0
 
     @staticmethod
     def blob(image: np.ndarray, color: int) -> tuple[int, float, float]:
@@ -231,11 +245,37 @@ class SeekExpert(Expert):
     def _goto(self, state: str) -> None:
         self.state, self.ticks = state, 0
 
-    def act(self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
-            ) -> np.ndarray:
+    def act(
+        self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        action = self._act(policy_obs)
+        self.last_action = action
+        return action
+
+    def _stuck(self, n: int) -> bool:
+        """Pinned against another object: 2 s of driving at the target without it growing."""
+        if self.state == "servo" and float(self.last_action.min()) > 0.2:
+            if n > self.best_blob * 1.1 + 1:
+                self.best_blob, self.no_progress = n, 0
+            else:
+                self.no_progress += 1
+            if self.no_progress > 40:
+                self.best_blob = self.no_progress = 0
+                return True
+        return False
+
+    def _act(self, policy_obs: dict[str, np.ndarray]) -> np.ndarray:
         color = int(np.argmax(policy_obs["task"]))
         image = policy_obs["image"]
         n, cx, _ = self.blob(image, color)
+        if self.state != "unstick" and self._stuck(n):
+            self._goto("unstick")
+            self.detour = True
+        if self.state == "unstick":  # back away from whatever holds us, then go around it
+            self.ticks += 1
+            if self.ticks > 8:
+                self._goto("side_turn")
+            return self.wheels(-0.5, 0.0)
         rng, valid = float(policy_obs["observation"][0]), policy_obs["observation"][1] > 0.5
         detouring = self.detour and self.state in ("side_turn", "relocate")
         if n >= 2 and not detouring:
@@ -302,8 +342,9 @@ class SeekExpert(Expert):
 _EXPERTS: dict[str, type[Expert]] = {"reach": ReachExpert, "push": PushExpert, "seek": SeekExpert}
 
 
-def make_expert(task: str, desc: RobotDescription, noise: float = 0.0,
-                seed: int | None = None) -> Expert:
+def make_expert(
+    task: str, desc: RobotDescription, noise: float = 0.0, seed: int | None = None
+) -> Expert:
     """The scripted expert of ``task`` (``reach`` / ``push`` / ``seek`` or an env id)."""
     return _EXPERTS[task_info(task).name](desc, noise=noise, seed=seed)
 

@@ -33,10 +33,6 @@ class RandomizationError(Sim2PiError, ValueError):
     """A randomization config is invalid. The message names the field and the fix."""
 
 
-def _r(lo: float, hi: float, doc: str) -> Any:
-    return field(default=(lo, hi), metadata={"doc": doc})
-
-
 @dataclass
 class DynamicsRandomization:
     """Ranges ``(low, high)`` sampled uniformly per reset when ``enabled``.
@@ -46,46 +42,74 @@ class DynamicsRandomization:
     """
 
     enabled: bool = field(default=False, metadata={"doc": "sample at every reset (off by default)"})
-    motor_gain: Range = _r(0.85, 1.15, "factor on max_wheel_speed, drawn per wheel")
-    deadband: Range = _r(0.08, 0.16, "duty below which a motor does not turn, per wheel")
-    time_constant: Range = _r(0.05, 0.12, "first-order motor lag, s")
+    motor_gain: Range = field(
+        default=(0.85, 1.15), metadata={"doc": "factor on max_wheel_speed, drawn per wheel"}
+    )
+    deadband: Range = field(
+        default=(0.08, 0.16), metadata={"doc": "duty below which a motor does not turn, per wheel"}
+    )
+    time_constant: Range = field(default=(0.05, 0.12), metadata={"doc": "first-order motor lag, s"})
     latency_ticks: tuple[int, int] = field(
-        default=(0, 1), metadata={"doc": "action latency in control ticks (integers, inclusive)"})
-    wheel_friction: Range = _r(0.7, 1.2, "lateral friction coefficient of the driven wheels")
-    floor_friction: Range = _r(0.8, 1.1, "friction factor of the floor (multiplies every contact)")
-    mass_scale: Range = _r(0.85, 1.2, "factor on the chassis mass")
-    object_mass_scale: Range = _r(0.7, 1.5, "factor on movable objects' mass (the push box)")
-    range_noise_std: Range = _r(0.003, 0.015, "ultrasonic noise standard deviation, m")
-    range_dropout: Range = _r(0.0, 0.05, "probability that a range reading reads as 'no echo'")
-    marker_noise_std: Range = _r(0.005, 0.02, "marker detector position noise, m")
-    marker_dropout: Range = _r(0.0, 0.1, "probability that a visible marker is missed")
-    camera_jitter_pos: Range = _r(0.0, 0.01, "camera mount position error (per axis), m")
-    camera_jitter_deg: Range = _r(0.0, 3.0, "camera mount angle error (yaw and pitch), deg")
+        default=(0, 1), metadata={"doc": "action latency in control ticks (integers, inclusive)"}
+    )
+    wheel_friction: Range = field(
+        default=(0.7, 1.2), metadata={"doc": "lateral friction coefficient of the driven wheels"}
+    )
+    floor_friction: Range = field(
+        default=(0.8, 1.1),
+        metadata={"doc": "friction factor of the floor (multiplies every contact)"},
+    )
+    mass_scale: Range = field(default=(0.85, 1.2), metadata={"doc": "factor on the chassis mass"})
+    object_mass_scale: Range = field(
+        default=(0.7, 1.5), metadata={"doc": "factor on movable objects' mass (the push box)"}
+    )
+    range_noise_std: Range = field(
+        default=(0.003, 0.015), metadata={"doc": "ultrasonic noise standard deviation, m"}
+    )
+    range_dropout: Range = field(
+        default=(0.0, 0.05), metadata={"doc": "probability that a range reading reads as 'no echo'"}
+    )
+    marker_noise_std: Range = field(
+        default=(0.005, 0.02), metadata={"doc": "marker detector position noise, m"}
+    )
+    marker_dropout: Range = field(
+        default=(0.0, 0.1), metadata={"doc": "probability that a visible marker is missed"}
+    )
+    camera_jitter_pos: Range = field(
+        default=(0.0, 0.01), metadata={"doc": "camera mount position error (per axis), m"}
+    )
+    camera_jitter_deg: Range = field(
+        default=(0.0, 3.0), metadata={"doc": "camera mount angle error (yaw and pitch), deg"}
+    )
 
     def __post_init__(self) -> None:
         for fl in dataclasses.fields(self):
             if fl.name == "enabled":
                 if not isinstance(self.enabled, bool):
-                    raise RandomizationError(f"field 'enabled': expected true or false, got "
-                                             f"{self.enabled!r}")
+                    raise RandomizationError(
+                        f"field 'enabled': expected true or false, got {self.enabled!r}"
+                    )
                 continue
             value = getattr(self, fl.name)
             try:
                 lo, hi = (float(v) for v in value)
             except (TypeError, ValueError):
-                raise RandomizationError(f"field '{fl.name}': expected a [low, high] pair, got "
-                                         f"{value!r}") from None
+                raise RandomizationError(
+                    f"field '{fl.name}': expected a [low, high] pair, got {value!r}"
+                ) from None
             if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
-                raise RandomizationError(f"field '{fl.name}': need finite low <= high, got "
-                                         f"[{lo}, {hi}]")
+                raise RandomizationError(
+                    f"field '{fl.name}': need finite low <= high, got [{lo}, {hi}]"
+                )
             if lo < 0:
                 raise RandomizationError(f"field '{fl.name}': values must be >= 0, got {lo}")
             if fl.name in ("range_dropout", "marker_dropout") and hi > 1:
                 raise RandomizationError(f"field '{fl.name}': a probability must be <= 1, got {hi}")
             if fl.name == "latency_ticks":
                 if lo != int(lo) or hi != int(hi):
-                    raise RandomizationError(f"field 'latency_ticks': expected whole ticks, got "
-                                             f"{value!r}")
+                    raise RandomizationError(
+                        f"field 'latency_ticks': expected whole ticks, got {value!r}"
+                    )
                 setattr(self, fl.name, (int(lo), int(hi)))
             else:
                 setattr(self, fl.name, (lo, hi))
@@ -113,8 +137,10 @@ class DynamicsRandomization:
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except OSError as e:
-            raise RandomizationError(f"{p}: cannot read the file ({e.strerror}); give a YAML path "
-                                     f"or a name under {CONFIG_DIR}") from None
+            raise RandomizationError(
+                f"{p}: cannot read the file ({e.strerror}); give a YAML path "
+                f"or a name under {CONFIG_DIR}"
+            ) from None
         try:
             return cls.from_dict(data)
         except RandomizationError as e:
@@ -150,10 +176,16 @@ class DynamicsRandomization:
             range_dropout=float(u(self.range_dropout)),
             marker_noise_std=float(u(self.marker_noise_std)),
             marker_dropout=float(u(self.marker_dropout)),
-            camera_offset=tuple(float(v) for v in u(self.camera_jitter_pos, 3)  # type: ignore[arg-type]
-                                * rng.choice((-1.0, 1.0), 3)),
-            camera_angle_offset=tuple(float(v) for v in u(self.camera_jitter_deg, 2)  # type: ignore[arg-type]
-                                      * rng.choice((-1.0, 1.0), 2)),
+            camera_offset=tuple(
+                float(v)
+                for v in u(self.camera_jitter_pos, 3)  # type: ignore[arg-type]
+                * rng.choice((-1.0, 1.0), 3)
+            ),
+            camera_angle_offset=tuple(
+                float(v)
+                for v in u(self.camera_jitter_deg, 2)  # type: ignore[arg-type]
+                * rng.choice((-1.0, 1.0), 2)
+            ),
         )
 
 
@@ -180,9 +212,12 @@ class DynamicsSample:
     def nominal(cls, desc: Any) -> DynamicsSample:
         """The description's own values (what an un-randomized twin uses)."""
         m = desc.motors
-        return cls(max_wheel_speed=(m.max_wheel_speed, m.max_wheel_speed),
-                   deadband=(m.deadband, m.deadband), time_constant=m.time_constant,
-                   range_noise_std=desc.ultrasonic.noise_std)
+        return cls(
+            max_wheel_speed=(m.max_wheel_speed, m.max_wheel_speed),
+            deadband=(m.deadband, m.deadband),
+            time_constant=m.time_constant,
+            range_noise_std=desc.ultrasonic.noise_std,
+        )
 
 
 __all__ = ["DynamicsRandomization", "DynamicsSample", "RandomizationError"]

@@ -121,11 +121,19 @@ class SimRobot(Robot):
         solver_iterations: constraint solver iterations per step.
     """
 
-    def __init__(self, desc: RobotDescription, *, randomization: DynamicsRandomization | None = None,
-                 seed: int | None = None, camera: bool = True, ultrasonic: bool = True,
-                 gui: bool = False,
-                 physics_dt: float = DEFAULT_PHYSICS_DT, substeps: int = DEFAULT_SUBSTEPS,
-                 solver_iterations: int = DEFAULT_SOLVER_ITERATIONS) -> None:
+    def __init__(
+        self,
+        desc: RobotDescription,
+        *,
+        randomization: DynamicsRandomization | None = None,
+        seed: int | None = None,
+        camera: bool = True,
+        ultrasonic: bool = True,
+        gui: bool = False,
+        physics_dt: float = DEFAULT_PHYSICS_DT,
+        substeps: int = DEFAULT_SUBSTEPS,
+        solver_iterations: int = DEFAULT_SOLVER_ITERATIONS,
+    ) -> None:
         self.description = desc
         self.randomization = randomization or DynamicsRandomization()
         self.camera_enabled = bool(camera and desc.camera.enabled)
@@ -133,14 +141,19 @@ class SimRobot(Robot):
         self.gui = gui
         self.control_dt = 1.0 / desc.control.rate
         if physics_dt <= 0 or substeps < 1:
-            raise Sim2PiError(f"physics_dt must be > 0 and substeps >= 1 (got {physics_dt}, "
-                              f"{substeps})")
+            raise Sim2PiError(
+                f"physics_dt must be > 0 and substeps >= 1 (got {physics_dt}, {substeps})"
+            )
         calls = self.control_dt / (physics_dt * substeps)
         self.calls_per_tick = max(1, round(calls))
         if abs(calls - self.calls_per_tick) > 1e-6:
-            log.warning("control period %.4f s is not a multiple of physics_dt*substeps (%.5f s); "
-                        "using %d physics calls per tick", self.control_dt, physics_dt * substeps,
-                        self.calls_per_tick)
+            log.warning(
+                "control period %.4f s is not a multiple of physics_dt*substeps (%.5f s); "
+                "using %d physics calls per tick",
+                self.control_dt,
+                physics_dt * substeps,
+                self.calls_per_tick,
+            )
         self.substeps = int(substeps)
         self.physics_dt = self.control_dt / (self.calls_per_tick * self.substeps)
         self.solver_iterations = int(solver_iterations)
@@ -196,8 +209,9 @@ class SimRobot(Robot):
         try:
             self._client = bullet_client.BulletClient(connection_mode=mode)
         except Exception as e:  # pragma: no cover - depends on the display
-            raise DeviceError(f"cannot open PyBullet ({e}); use gui=False on a headless machine") \
-                from None
+            raise DeviceError(
+                f"cannot open PyBullet ({e}); use gui=False on a headless machine"
+            ) from None
         # The hot paths call pybullet directly with this id (BulletClient builds a
         # functools.partial on every attribute access).
         self._cid = self._client._client
@@ -224,8 +238,13 @@ class SimRobot(Robot):
         """Reseed sensor noise and randomization."""
         self._rng = np.random.default_rng(seed)
 
-    def reset_scene(self, pose: tuple[float, float, float], objects: list[SceneObject], *,
-                    seed: int | None = None) -> None:
+    def reset_scene(
+        self,
+        pose: tuple[float, float, float],
+        objects: list[SceneObject],
+        *,
+        seed: int | None = None,
+    ) -> None:
         """Rebuild the world: robot at ``pose`` (axle midpoint x, y, heading) and ``objects``.
 
         The simulation is rebuilt from scratch so a reset never depends on the previous episode
@@ -243,10 +262,12 @@ class SimRobot(Robot):
         if self.gui:
             c.configureDebugVisualizer(p.COV_ENABLE_RENDERING, 0)
         c.setGravity(0, 0, -9.81)
-        c.setPhysicsEngineParameter(fixedTimeStep=self.physics_dt * self.substeps,
-                                    numSubSteps=self.substeps,
-                                    numSolverIterations=self.solver_iterations,
-                                    deterministicOverlappingPairs=1)
+        c.setPhysicsEngineParameter(
+            fixedTimeStep=self.physics_dt * self.substeps,
+            numSubSteps=self.substeps,
+            numSolverIterations=self.solver_iterations,
+            deterministicOverlappingPairs=1,
+        )
         names = [o.name for o in objects]
         if len(set(names)) != len(names):
             raise Sim2PiError(f"scene object names must be unique, got {names}")
@@ -272,19 +293,23 @@ class SimRobot(Robot):
             ext = (t / 2, h + t, WALL_HEIGHT / 2) if sx else (h + t, t / 2, WALL_HEIGHT / 2)
             pos = (sx * (h + t / 2), sy * (h + t / 2), WALL_HEIGHT / 2)
             boxes.append((ext, pos))
-        col = c.createCollisionShapeArray([p.GEOM_BOX] * 5, halfExtents=[b[0] for b in boxes],
-                                          collisionFramePositions=[b[1] for b in boxes])
+        col = c.createCollisionShapeArray(
+            [p.GEOM_BOX] * 5,
+            halfExtents=[b[0] for b in boxes],
+            collisionFramePositions=[b[1] for b in boxes],
+        )
         # The floor is painted by `render_view` (the tiny renderer's cost grows with the pixels
         # each object covers, and the floor covers most of them); the GUI draws it itself.
         shown = boxes if self.gui else boxes[1:]
         colors = [[*FLOOR_RGBA]] * (len(shown) - 4) + [[0.9, 0.9, 0.88, 1]] * 4
-        vis = c.createVisualShapeArray([p.GEOM_BOX] * len(shown),
-                                       halfExtents=[b[0] for b in shown],
-                                       visualFramePositions=[b[1] for b in shown],
-                                       rgbaColors=colors)
+        vis = c.createVisualShapeArray(
+            [p.GEOM_BOX] * len(shown),
+            halfExtents=[b[0] for b in shown],
+            visualFramePositions=[b[1] for b in shown],
+            rgbaColors=colors,
+        )
         self._arena = c.createMultiBody(0, col, vis, (0, 0, 0))
-        c.changeDynamics(self._arena, -1, lateralFriction=self.dyn.floor_friction,
-                         restitution=0.0)
+        c.changeDynamics(self._arena, -1, lateralFriction=self.dyn.floor_friction, restitution=0.0)
 
     def _build_robot(self, pose: tuple[float, float, float]) -> None:
         c, p = self._client, self._p
@@ -294,46 +319,72 @@ class SimRobot(Robot):
         body_mass = max(g.mass - 2 * WHEEL_MASS - CASTER_MASS, 0.2 * g.mass) * d.mass_scale
         half = (g.body_length / 2, g.body_width / 2, g.body_height / 2)
         chassis_col = c.createCollisionShape(p.GEOM_BOX, halfExtents=half)
-        chassis_vis = c.createVisualShape(p.GEOM_BOX, halfExtents=half,
-                                          rgbaColor=(0.25, 0.25, 0.27, 1))
+        chassis_vis = c.createVisualShape(
+            p.GEOM_BOX, halfExtents=half, rgbaColor=(0.25, 0.25, 0.27, 1)
+        )
         # Wheels collide as spheres (a clean single contact point, stable at coarse steps) and
         # look like cylinders. Rolling kinematics are the same for a given radius.
         wheel_col = c.createCollisionShape(p.GEOM_SPHERE, radius=r)
-        wheel_vis = c.createVisualShape(p.GEOM_CYLINDER, radius=r, length=g.wheel_width,
-                                        rgbaColor=(0.1, 0.1, 0.1, 1),
-                                        visualFrameOrientation=(math.sin(math.pi / 4), 0, 0,
-                                                                math.cos(math.pi / 4)))
+        wheel_vis = c.createVisualShape(
+            p.GEOM_CYLINDER,
+            radius=r,
+            length=g.wheel_width,
+            rgbaColor=(0.1, 0.1, 0.1, 1),
+            visualFrameOrientation=(math.sin(math.pi / 4), 0, 0, math.cos(math.pi / 4)),
+        )
         caster_col = c.createCollisionShape(p.GEOM_SPHERE, radius=g.caster_radius)
-        caster_vis = c.createVisualShape(p.GEOM_SPHERE, radius=g.caster_radius,
-                                         rgbaColor=(0.7, 0.7, 0.7, 1))
+        caster_vis = c.createVisualShape(
+            p.GEOM_SPHERE, radius=g.caster_radius, rgbaColor=(0.7, 0.7, 0.7, 1)
+        )
         ax = g.axle_offset
         z_w = r - self._zc
-        link_pos = [(ax, g.track_width / 2, z_w), (ax, -g.track_width / 2, z_w),
-                    (self._caster_x + ax, 0.0, g.caster_radius - self._zc)]
+        link_pos = [
+            (ax, g.track_width / 2, z_w),
+            (ax, -g.track_width / 2, z_w),
+            (self._caster_x + ax, 0.0, g.caster_radius - self._zc),
+        ]
         x, y, th = pose
         base = self._base_world(x, y, th)
         self._body = c.createMultiBody(
-            baseMass=body_mass, baseCollisionShapeIndex=chassis_col,
-            baseVisualShapeIndex=chassis_vis, basePosition=base, baseOrientation=_quat_yaw(th),
+            baseMass=body_mass,
+            baseCollisionShapeIndex=chassis_col,
+            baseVisualShapeIndex=chassis_vis,
+            basePosition=base,
+            baseOrientation=_quat_yaw(th),
             linkMasses=[WHEEL_MASS, WHEEL_MASS, CASTER_MASS],
             linkCollisionShapeIndices=[wheel_col, wheel_col, caster_col],
             linkVisualShapeIndices=[wheel_vis, wheel_vis, caster_vis],
-            linkPositions=link_pos, linkOrientations=[(0, 0, 0, 1)] * 3,
+            linkPositions=link_pos,
+            linkOrientations=[(0, 0, 0, 1)] * 3,
             linkInertialFramePositions=[(0, 0, 0)] * 3,
             linkInertialFrameOrientations=[(0, 0, 0, 1)] * 3,
             linkParentIndices=[0, 0, 0],
             linkJointTypes=[p.JOINT_REVOLUTE, p.JOINT_REVOLUTE, p.JOINT_FIXED],
-            linkJointAxis=[(0, 1, 0), (0, 1, 0), (0, 0, 1)])
+            linkJointAxis=[(0, 1, 0), (0, 1, 0), (0, 0, 1)],
+        )
         for j in (0, 1):
-            c.changeDynamics(self._body, j, lateralFriction=WHEEL_FRICTION * d.wheel_friction,
-                             rollingFriction=0.0, spinningFriction=0.0, restitution=0.0,
-                             localInertiaDiagonal=(WHEEL_INERTIA,) * 3)
-        c.changeDynamics(self._body, 2, lateralFriction=0.0, rollingFriction=0.0,
-                         spinningFriction=0.0, restitution=0.0)
+            c.changeDynamics(
+                self._body,
+                j,
+                lateralFriction=WHEEL_FRICTION * d.wheel_friction,
+                rollingFriction=0.0,
+                spinningFriction=0.0,
+                restitution=0.0,
+                localInertiaDiagonal=(WHEEL_INERTIA,) * 3,
+            )
+        c.changeDynamics(
+            self._body,
+            2,
+            lateralFriction=0.0,
+            rollingFriction=0.0,
+            spinningFriction=0.0,
+            restitution=0.0,
+        )
         c.changeDynamics(self._body, -1, lateralFriction=0.3, linearDamping=0.0, angularDamping=0.0)
         # Release PyBullet's default joint motors; ours are set every physics call.
-        c.setJointMotorControlArray(self._body, [0, 1], p.VELOCITY_CONTROL,
-                                    targetVelocities=[0, 0], forces=[0, 0])
+        c.setJointMotorControlArray(
+            self._body, [0, 1], p.VELOCITY_CONTROL, targetVelocities=[0, 0], forces=[0, 0]
+        )
 
     def _base_world(self, x: float, y: float, th: float) -> tuple[float, float, float]:
         ox, _, oz = self._base_off
@@ -346,16 +397,25 @@ class SimRobot(Robot):
             vis = c.createVisualShape(p.GEOM_BOX, halfExtents=o.size, rgbaColor=o.color)
         elif o.shape == "cylinder":
             col = c.createCollisionShape(p.GEOM_CYLINDER, radius=o.size[0], height=o.size[1])
-            vis = c.createVisualShape(p.GEOM_CYLINDER, radius=o.size[0], length=o.size[1],
-                                      rgbaColor=o.color)
+            vis = c.createVisualShape(
+                p.GEOM_CYLINDER, radius=o.size[0], length=o.size[1], rgbaColor=o.color
+            )
         else:
-            raise Sim2PiError(f"object '{o.name}': shape must be 'box' or 'cylinder', got "
-                              f"{o.shape!r}")
+            raise Sim2PiError(
+                f"object '{o.name}': shape must be 'box' or 'cylinder', got {o.shape!r}"
+            )
         mass = o.mass * self.dyn.object_mass_scale
-        uid = c.createMultiBody(mass, col, vis, (o.position[0], o.position[1], o.height / 2),
-                                _quat_yaw(o.yaw))
-        c.changeDynamics(uid, -1, lateralFriction=o.friction, restitution=0.0,
-                         rollingFriction=0.0, spinningFriction=0.0)
+        uid = c.createMultiBody(
+            mass, col, vis, (o.position[0], o.position[1], o.height / 2), _quat_yaw(o.yaw)
+        )
+        c.changeDynamics(
+            uid,
+            -1,
+            lateralFriction=o.friction,
+            restitution=0.0,
+            rollingFriction=0.0,
+            spinningFriction=0.0,
+        )
         return int(uid)
 
     def _reset_state(self, pose: tuple[float, float, float]) -> None:
@@ -365,8 +425,9 @@ class SimRobot(Robot):
         self.ticks_elapsed = 0
         self._w = (0.0, 0.0)  # motor model wheel speed (rad/s)
         self._model_angle = (0.0, 0.0)  # integrated model rotation (no-encoder odometry)
-        self._queue: deque[np.ndarray] = deque([np.zeros(2)] * (self.dyn.latency_ticks + 1),
-                                               maxlen=self.dyn.latency_ticks + 1)
+        self._queue: deque[np.ndarray] = deque(
+            [np.zeros(2)] * (self.dyn.latency_ticks + 1), maxlen=self.dyn.latency_ticks + 1
+        )
         self._applied = np.zeros(2)
         self.odometry = DiffDriveOdometry(desc.geometry.wheel_radius, desc.geometry.track_width)
         self.odometry.reset(self._start_pose)
@@ -438,8 +499,9 @@ class SimRobot(Robot):
             vr = tr + (wr - tr) * avg_k
             wl = tl + (wl - tl) * k
             wr = tr + (wr - tr) * k
-            set_motors(body, joints, mode, targetVelocities=(vl, vr), forces=forces,
-                       physicsClientId=cid)
+            set_motors(
+                body, joints, mode, targetVelocities=(vl, vr), forces=forces, physicsClientId=cid
+            )
             step(physicsClientId=cid)
             al += vl * h
             ar += vr * h
@@ -448,15 +510,17 @@ class SimRobot(Robot):
         self.time += self.control_dt
         self.ticks_elapsed += 1
         self._update_encoders()
-        if self.ultrasonic_enabled and (self.time - self._range_time
-                                        >= 1.0 / self.description.ultrasonic.rate - 1e-9):
+        if self.ultrasonic_enabled and (
+            self.time - self._range_time >= 1.0 / self.description.ultrasonic.rate - 1e-9
+        ):
             self._measure_range()
 
     def _update_encoders(self) -> None:
         desc = self.description
         if desc.encoders.enabled:
-            (al, *_), (ar, *_) = self._p.getJointStates(self._body, (0, 1),
-                                                        physicsClientId=self._cid)
+            (al, *_), (ar, *_) = self._p.getJointStates(
+                self._body, (0, 1), physicsClientId=self._cid
+            )
             tpr = desc.encoders.ticks_per_rev
             scale = tpr / (2 * math.pi)
             nl, nr = math.floor(al * scale), math.floor(ar * scale)
@@ -491,8 +555,9 @@ class SimRobot(Robot):
                 self._frame_time = self.time
             fps = desc.camera.fps
             obs["image"] = self._frame
-            obs["image_age"] = np.array([self.time - math.floor(self.time * fps + 1e-9) / fps],
-                                        np.float32)
+            obs["image_age"] = np.array(
+                [self.time - math.floor(self.time * fps + 1e-9) / fps], np.float32
+            )
         if self._tagged is not None:
             if self._marker_time != self.time:
                 self._marker = self._detect_marker()
@@ -516,8 +581,9 @@ class SimRobot(Robot):
 
     def object_pose(self, name: str) -> np.ndarray:
         """True (x, y, z, yaw) of a scene object."""
-        pos, quat = self._p.getBasePositionAndOrientation(self._object_ids[name],
-                                                          physicsClientId=self._cid)
+        pos, quat = self._p.getBasePositionAndOrientation(
+            self._object_ids[name], physicsClientId=self._cid
+        )
         return np.array([pos[0], pos[1], pos[2], _yaw_of(quat)])
 
     @property
@@ -533,8 +599,9 @@ class SimRobot(Robot):
         }
 
     # ------------------------------------------------------------------ sensors
-    def _mount_world(self, mount: Any, pose: np.ndarray, jitter: bool = False
-                     ) -> tuple[np.ndarray, float, float]:
+    def _mount_world(
+        self, mount: Any, pose: np.ndarray, jitter: bool = False
+    ) -> tuple[np.ndarray, float, float]:
         x, y, th = pose
         mx, my, mz = mount.x, mount.y, mount.z
         yaw, pitch = math.radians(mount.yaw), math.radians(mount.pitch)
@@ -554,8 +621,10 @@ class SimRobot(Robot):
         half = math.radians(us.cone_angle) / 2
         angles = np.linspace(-half, half, ULTRASONIC_RAYS)
         cp, sp = math.cos(pitch), math.sin(pitch)
-        dirs = np.stack([np.cos(yaw + angles) * cp, np.sin(yaw + angles) * cp,
-                         np.full_like(angles, -sp)], axis=1)
+        dirs = np.stack(
+            [np.cos(yaw + angles) * cp, np.sin(yaw + angles) * cp, np.full_like(angles, -sp)],
+            axis=1,
+        )
         starts = np.repeat(origin[None], ULTRASONIC_RAYS, axis=0)
         ends = starts + dirs * us.max_distance
         hits = self._client.rayTestBatch(starts.tolist(), ends.tolist())
@@ -586,8 +655,9 @@ class SimRobot(Robot):
         """An RGB uint8 frame from the camera mount (description's FOV and resolution)."""
         cam = self.description.camera
         pos, fwd, _left, up = self._camera_frame()
-        return render_view(self, pos, fwd, up, cam.fov, width or cam.width,
-                           height or cam.height, cam.near, cam.far)
+        return render_view(
+            self, pos, fwd, up, cam.fov, width or cam.width, height or cam.height, cam.near, cam.far
+        )
 
     def marker_visible(self, point: np.ndarray) -> bool:
         """Whether a world point is inside the camera's field of view and ``MARKER_RANGE``."""
@@ -599,8 +669,10 @@ class SimRobot(Robot):
             return False
         hfov = math.radians(cam.fov)
         vfov = 2 * math.atan(math.tan(hfov / 2) * cam.height / cam.width)
-        return (abs(math.atan2(float(v @ left), f)) <= hfov / 2
-                and abs(math.atan2(float(v @ up), f)) <= vfov / 2)
+        return (
+            abs(math.atan2(float(v @ left), f)) <= hfov / 2
+            and abs(math.atan2(float(v @ up), f)) <= vfov / 2
+        )
 
     def _detect_marker(self) -> np.ndarray:
         assert self._tagged is not None
@@ -618,20 +690,35 @@ class SimRobot(Robot):
         return np.array([1.0, rel[0], rel[1]], np.float32)
 
 
-def render_view(robot: SimRobot, pos: np.ndarray, fwd: np.ndarray, up: np.ndarray, hfov: float,
-                width: int, height: int, near: float, far: float) -> np.ndarray:
+def render_view(
+    robot: SimRobot,
+    pos: np.ndarray,
+    fwd: np.ndarray,
+    up: np.ndarray,
+    hfov: float,
+    width: int,
+    height: int,
+    near: float,
+    far: float,
+) -> np.ndarray:
     """Render with ``ER_TINY_RENDERER`` from ``pos`` looking along ``fwd`` (no roll), and paint
     the floor: every pixel the renderer left empty whose ray points below the horizon sees the
     floor (the arena is closed by walls), the others see the sky."""
     p, cid = robot._p, robot._cid
     aspect = width / height
     vfov = 2 * math.atan(math.tan(math.radians(hfov) / 2) / aspect)
-    view = p.computeViewMatrix(pos.tolist(), (pos + fwd).tolist(), up.tolist(),
-                               physicsClientId=cid)
+    view = p.computeViewMatrix(pos.tolist(), (pos + fwd).tolist(), up.tolist(), physicsClientId=cid)
     proj = p.computeProjectionMatrixFOV(math.degrees(vfov), aspect, near, far, physicsClientId=cid)
-    _, _, rgba, depth, _ = p.getCameraImage(width, height, view, proj, shadow=0,
-                                            renderer=p.ER_TINY_RENDERER,
-                                            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=cid)
+    _, _, rgba, depth, _ = p.getCameraImage(
+        width,
+        height,
+        view,
+        proj,
+        shadow=0,
+        renderer=p.ER_TINY_RENDERER,
+        flags=p.ER_NO_SEGMENTATION_MASK,
+        physicsClientId=cid,
+    )
     rgb = np.array(np.reshape(rgba, (height, width, 4))[:, :, :3], dtype=np.uint8)
     empty = np.reshape(depth, (height, width)) > 1.0 - 1e-6  # cleared depth (far plane)
     # ray z-component per row (row 0 = top of the image)

@@ -82,7 +82,9 @@ def test_sigkill_at_random_moments_never_loses_a_saved_episode(tmp_path: Path) -
     kinds = []
     for kill in range(KILLS):
         mode = "compact" if kill % 6 == 5 and committed > 0 else "record"
+        t0 = time.perf_counter()
         lines = _run_and_kill(mode, path, float(rng.uniform(0.0, 0.35)))
+        t1 = time.perf_counter()
         saved = [int(x.split()[1]) for x in lines if x.startswith("SAVED")]
         saving = [int(x.split()[1]) for x in lines if x.startswith("SAVING")]
         ds = Dataset.open(path, load_images=False)  # cleans leftovers of the interrupted run
@@ -108,6 +110,7 @@ def test_sigkill_at_random_moments_never_loses_a_saved_episode(tmp_path: Path) -
             last = ds.episode(n - 1, load_images=True)["image"]
             assert last.shape == (episode_length(n - 1), 24, 32, 3)
         committed = n
+        print("KILL", kill, mode, n, round(t1 - t0, 2), round(time.perf_counter() - t1, 2))
     assert committed > 0
     assert "compact" in kinds and "mid-episode" in kinds
 

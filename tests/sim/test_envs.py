@@ -49,8 +49,11 @@ def _rollout(env: gym.Env, seed: int, n: int = 30) -> list[np.ndarray]:
     out = [np.concatenate([np.ravel(v).astype(np.float64) for v in obs.values()])]
     for _ in range(n):
         obs, r, term, trunc, info = env.step(rng.uniform(-1, 1, 2))
-        out.append(np.concatenate([np.ravel(v).astype(np.float64) for v in obs.values()]
-                                  + [[r], info["true_pose"]]))
+        out.append(
+            np.concatenate(
+                [np.ravel(v).astype(np.float64) for v in obs.values()] + [[r], info["true_pose"]]
+            )
+        )
         if term or trunc:
             break
     return out
@@ -89,9 +92,10 @@ def test_batched_compute_reward(task: str, reward_type: str) -> None:
 def test_step_reward_matches_compute_reward() -> None:
     env = gym.make("sim2pi/RoverReach-v0", reward_type="dense").unwrapped
     env.reset(seed=3)
-    obs, reward, *_ , info = env.step([0.5, 0.5])
-    assert reward == pytest.approx(float(env.compute_reward(obs["achieved_goal"],
-                                                            obs["desired_goal"], info)))
+    obs, reward, *_, info = env.step([0.5, 0.5])
+    assert reward == pytest.approx(
+        float(env.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
+    )
 
 
 def test_observer_is_the_hardware_observer() -> None:
@@ -150,10 +154,17 @@ def test_sac_her_runs() -> None:
     from stable_baselines3 import SAC, HerReplayBuffer
 
     env = gym.make("sim2pi/RoverReach-v0")
-    model = SAC("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer,
-                replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
-                learning_starts=160, batch_size=32, policy_kwargs={"net_arch": [32, 32]},
-                seed=0, device="cpu")
+    model = SAC(
+        "MultiInputPolicy",
+        env,
+        replay_buffer_class=HerReplayBuffer,
+        replay_buffer_kwargs={"n_sampled_goal": 4, "goal_selection_strategy": "future"},
+        learning_starts=160,
+        batch_size=32,
+        policy_kwargs={"net_arch": [32, 32]},
+        seed=0,
+        device="cpu",
+    )
     model.learn(total_timesteps=300)
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)

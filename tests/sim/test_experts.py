@@ -48,8 +48,10 @@ def test_reach_expert_with_noise_still_succeeds(desc: RobotDescription) -> None:
 
 def test_noisy_is_noisy_and_act_is_clean(desc: RobotDescription) -> None:
     expert = make_expert("reach", desc, noise=0.3, seed=0)
-    obs = {"observation": np.array([0, 0, 1, 0, 0, 0], np.float32),
-           "desired_goal": np.array([0.5, 0.0], np.float32)}
+    obs = {
+        "observation": np.array([0, 0, 1, 0, 0, 0], np.float32),
+        "desired_goal": np.array([0.5, 0.0], np.float32),
+    }
     a1, a2 = expert.act(obs), expert.act(obs)
     assert np.array_equal(a1, a2)
     noisy = np.array([expert.noisy(a1) for _ in range(200)])

@@ -66,9 +66,16 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     assert again == r and again.latency_ticks == (0, 2)
 
 
-@pytest.mark.parametrize("bad", [{"motor_gian": [1, 2]}, {"deadband": [0.2, 0.1]},
-                                 {"range_dropout": [0, 2]}, {"latency_ticks": [0, 1.5]},
-                                 {"enabled": "yes"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"motor_gian": [1, 2]},
+        {"deadband": [0.2, 0.1]},
+        {"range_dropout": [0, 2]},
+        {"latency_ticks": [0, 1.5]},
+        {"enabled": "yes"},
+    ],
+)
 def test_bad_config_is_refused(bad: dict) -> None:
     with pytest.raises(RandomizationError):
         DynamicsRandomization.from_dict(bad)

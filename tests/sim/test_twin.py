@@ -130,7 +130,9 @@ def test_marker_in_view_and_out_of_view(desc: RobotDescription) -> None:
     with SimRobot(desc, camera=False, seed=0) as r:
         r.reset_scene((0.0, 0.0, 0.0), [box(0.5, 0.1)])
         seen, x, y = r.get_observation()["marker"]
-        assert seen == 1.0 and x == pytest.approx(0.5, abs=0.06) and y == pytest.approx(0.1, abs=0.06)
+        assert (
+            seen == 1.0 and x == pytest.approx(0.5, abs=0.06) and y == pytest.approx(0.1, abs=0.06)
+        )
         r.reset_scene((0.0, 0.0, math.pi), [box(0.5, 0.1)])  # behind the robot
         assert r.get_observation()["marker"][0] == 0.0
         r.reset_scene((0.0, 0.0, 0.0), [box(0.9, 0.0)])
