@@ -253,12 +253,12 @@ def train(cfg: GCBCConfig, *, episodes: Sequence[dict[str, np.ndarray]] | None =
             s = trainer.step
             if s % cfg.log_every == 0 or s == cfg.steps:
                 logger.scalars(last, s)
-            if progress is not None:
-                progress(s, cfg.steps, last)
             if cfg.eval_every and cfg.eval_episodes and s % cfg.eval_every == 0 and s < cfg.steps:
                 metrics["eval"] = run_eval()
             if cfg.save_every and s % cfg.save_every == 0 and s < cfg.steps:
                 checkpoint()
+            if progress is not None:
+                progress(s, cfg.steps, last)
         train_time = time.perf_counter() - t0
         metrics["train_seconds"] = train_time
         metrics["steps_per_second"] = (trainer.step - start) / max(train_time, 1e-9)

@@ -30,12 +30,13 @@ actor gets a behaviour-cloning loss on them filtered by the critic (the Q-filter
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,7 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agent.her_buffer import HerBatch, EpisodeReplay, EpisodeStager
+from agent.her_buffer import EpisodeReplay, EpisodeStager, HerBatch
+from agent.her_config import HerConfig
 from agent.her_envs import EnvFn, GoalObs, LocalEnvs, make_env_batch, make_env_fn
 from agent.policies import GOAL_DELTA, Policy, PolicyConfig
 from hardware.errors import Sim2PiError
@@ -56,81 +58,8 @@ log = logging.getLogger(__name__)
 # Config
 
 
-def _f(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc})
-
-
-@dataclass
-class HerConfig:
-    """SAC+HER training settings. Every field is a ``sim2pi train her`` option."""
-
-    task: str = _f("reach", "task: reach | push (the sim2pi/Rover*-v0 goal envs)")
-    robot: str = _f("rover", "robot description (YAML path or shipped name)")
-    env_id: str | None = _f(None, "gymnasium env id; default: the task's sim2pi env")
-    seed: int = _f(0, "random seed (envs, sampling, network init)")
-    minutes: float = _f(5.0, "wall-clock training budget in minutes (evaluation time excluded)")
-    total_steps: int = _f(2_000_000, "env-step budget (whichever of minutes/steps ends first)")
-    target_success: float | None = _f(None, "stop as soon as an evaluation reaches this success "
-                                            "rate (e.g. 0.95); None trains for the whole budget")
-    envs: int = _f(8, "parallel envs")
-    workers: int = _f(1, "env worker processes (0 = step envs in the learner's process)")
-    threads: int = _f(1, "torch threads of the learner")
-    # learning
-    gamma: float = _f(0.98, "discount; 50-step horizon for 150-300-step episodes")
-    lr: float = _f(1e-3, "Adam learning rate of actor and critic (rl-zoo FetchReach SAC: 1e-3)")
-    alpha_lr: float = _f(1e-3, "learning rate of the entropy temperature")
-    init_alpha: float = _f(0.1, "initial entropy temperature")
-    target_entropy: float | None = _f(None, "SAC target entropy; None = -action_dim")
-    tau: float = _f(0.05, "Polyak rate of the target critics (HER paper: 0.05)")
-    batch_size: int = _f(256, "transitions per gradient step (RL part; demos are extra)")
-    utd: float = _f(0.5, "gradient steps per env step (update-to-data ratio)")
-    learning_starts: int = _f(2000, "env steps of uniform random actions before learning")
-    buffer_size: int = _f(1_000_000, "replay capacity in transitions")
-    hidden: tuple[int, ...] = _f((128, 128), "widths of the actor's and critics' hidden layers")
-    # hindsight
-    strategy: str = _f("future", "HER goal strategy: future | final | episode | geometric | none "
-                                    "(agent.relabel)")
-    her_k: int = _f(4, "relabeled goals per real goal (relabel probability k/(k+1))")
-    terminate_on_success: bool = _f(True, "the env ends episodes on success, so relabeled "
-                                          "successes are terminal (no bootstrapping)")
-    # demonstrations
-    demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
-    demo_fraction: float = _f(0.125, "demo transitions per batch, relative to batch_size "
-                                     "(Nair et al. 2018: 128 demo + 1024 RL)")
-    bc_weight: float = _f(1.0, "weight of the Q-filtered behaviour-cloning loss on demos")
-    q_filter: bool = _f(True, "clone a demo action only where Q(s, a_demo) > Q(s, pi(s))")
-    # evaluation and output
-    eval_every: int = _f(10_000, "env steps between evaluations")
-    eval_episodes: int = _f(50, "deterministic episodes per evaluation")
-    eval_envs: int = _f(10, "envs used for evaluation (in the learner's process)")
-    norm_clip: float = _f(5.0, "clip of normalized inputs in the critic (and std floor 1e-2)")
-    out: str | None = _f(None, "run directory (checkpoint, config, tensorboard)")
-    log_every: float = _f(10.0, "seconds between progress log lines")
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if self.envs < 1:
-            raise Sim2PiError(f"--envs must be >= 1, got {self.envs}")
-        if not 0.0 < self.gamma < 1.0:
-            raise Sim2PiError(f"gamma must be in (0, 1), got {self.gamma}")
-        if self.utd <= 0:
-            raise Sim2PiError(f"utd (gradient steps per env step) must be > 0, got {self.utd}")
-        if self.batch_size < 2:
-            raise Sim2PiError(f"batch_size must be >= 2, got {self.batch_size}")
-        if self.demo_fraction < 0:
-            raise Sim2PiError("demo_fraction must be >= 0")
-        if self.target_success is not None and not 0 < self.target_success <= 1:
-            raise Sim2PiError("target_success must be in (0, 1]")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HerConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+# HerConfig lives in the torch-free agent.her_config so `sim2pi --help` builds the `train her`
+# options without importing torch; it is re-exported here as part of this algorithm's API.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +81,7 @@ class EnsembleCritic(nn.Module):
         self.n = n
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             bound = 1.0 / math.sqrt(a)  # nn.Linear's default init range
             self.weights.append(nn.Parameter(torch.empty(n, a, b).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n, 1, b).uniform_(-bound, bound)))
@@ -285,6 +214,10 @@ class SacHer:
             u, _ = self.actor.head.sample(feat)
         return self.actor.unnormalize_action(u).numpy()
 
+    def deterministic(self, obs: GoalObs) -> np.ndarray:
+        """The deployed action (``tanh`` of the mean), as :meth:`act` with ``deterministic``."""
+        return self.act(obs, deterministic=True)
+
     def to_batch(self, b: HerBatch, n_demo: int = 0) -> Batch:
         """Normalize and convert a numpy batch (its last ``n_demo`` rows are demonstrations)."""
         x = self.features(b.observation, b.achieved_goal, b.desired_goal)
@@ -411,8 +344,11 @@ def _num_episodes(ds: Any) -> int:
 # Evaluation
 
 
-def evaluate(agent: SacHer, envs: LocalEnvs, episodes: int, seed: int) -> dict[str, float]:
-    """Deterministic success rate and mean return over ``episodes`` (batched over ``envs``)."""
+def evaluate(act: Callable[[GoalObs], np.ndarray], envs: LocalEnvs, episodes: int,
+             seed: int) -> dict[str, float]:
+    """Success rate, mean return and length of ``act`` (a batch of observations → actions) over
+    ``episodes`` episodes, batched over ``envs``. The episode seeds depend only on ``seed``, so
+    two learners evaluated with the same seed see the same start states and goals."""
     n = envs.num_envs
     successes: list[float] = []
     returns: list[float] = []
@@ -426,7 +362,7 @@ def evaluate(agent: SacHer, envs: LocalEnvs, episodes: int, seed: int) -> dict[s
         length = np.zeros(n, int)
         succ = np.zeros(n, bool)
         while active.any():
-            envs.step_async(agent.act(obs, deterministic=True))
+            envs.step_async(act(obs))
             r = envs.step_wait()
             ret += np.where(active, r.reward, 0.0)
             length += active
@@ -536,7 +472,7 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
             demo = load_demo_replay(cfg.demos, cfg, max_steps, od, gd, ad, envs.compute_reward,
                                     success_fn)
             _update_stats_from(agent, demo)
-        n_demo = int(round(cfg.batch_size * cfg.demo_fraction)) if demo is not None else 0
+        n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
         obs = envs.reset(seed=cfg.seed)
         stager.start(obs.observation, obs.achieved_goal)
@@ -604,7 +540,7 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
             if eval_envs is not None and env_steps >= next_eval:
                 next_eval += cfg.eval_every
                 t0 = time.perf_counter()
-                ev = evaluate(agent, eval_envs, cfg.eval_episodes, cfg.seed + 7)
+                ev = evaluate(agent.deterministic, eval_envs, cfg.eval_episodes, cfg.seed + 7)
                 eval_time += time.perf_counter() - t0
                 train_time = time.perf_counter() - t_start - eval_time
                 row = {"time_s": train_time, "env_steps": float(env_steps),

@@ -165,19 +165,15 @@ def main() -> None:
     ]
     body = table(["ours", "steps/s (median)", "peer", "peer steps/s", "ratio", "target"], rows)
 
-    acc_rows = []
-    try:
-        from sim.accuracy import physics_accuracy
+    from sim.accuracy import check_accuracy
 
-        for row in physics_accuracy():
-            acc_rows.append(row)
-    except ImportError as e:
-        print(f"physics accuracy check unavailable: {e}")
-    if acc_rows:
-        keys = list(acc_rows[0])
-        body += "\n\nPhysics at the env's settings vs a 1/480 s reference:\n\n" + table(
-            keys, [[r[k] for k in keys] for r in acc_rows]
-        )
+    rep = check_accuracy()
+    acc_rows = [[name, rep.pos_error[name] * 100, rep.ang_error_deg[name],
+                 "≤ 2 cm, ≤ 2°"] for name in rep.pos_error]
+    acc_rows.append(["box sink into the floor (mm)", rep.box_sink * 1000, float("nan"), "≤ 2 mm"])
+    body += (f"\n\nPhysics at the env's settings vs the reference {rep.reference}: "
+             f"{'PASS' if rep.passed else 'FAIL'}\n\n"
+             + table(["scenario", "final position error (cm)", "heading error (°)", "target"], acc_rows))
     print(body)
     if not args.no_append:
         append("sim_throughput", body, f"{args.rounds} interleaved rounds of {args.steps} steps.")

@@ -50,6 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from deploy.safety import SafetyLayer, SafetyResult, Watchdog
+from deploy.teleop import Command, CommandSource
 from deploy.timing import LoopTimes
 from hardware.errors import DeviceError, Sim2PiError, StaleData
 from hardware.robot import Robot
@@ -75,24 +76,6 @@ EVENT_ALIASES = {
     "estop_reset": EVENT_RESET_ESTOP,
     "rerecord": EVENT_DISCARD,
 }
-
-
-class Command(Protocol):
-    """What a command source returns (``deploy.teleop.Command``)."""
-
-    action: Any
-    stamp: float | None
-    source: str
-
-
-class CommandSource(Protocol):
-    """A command source (``deploy.teleop.CommandSource``; ``deploy.policy.PolicySource``)."""
-
-    def command(self, ctx: TickContext) -> Command | None: ...
-
-    def events(self) -> list[str]: ...
-
-    def close(self) -> None: ...
 
 
 class Recorder(Protocol):

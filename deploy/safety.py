@@ -61,7 +61,30 @@ STOP_REASONS = frozenset(
 #: Reasons that only reshape the command.
 ADJUST_REASONS = frozenset({"clamped", "obstacle", "slew"})
 
-_STOP = np.zeros(2)
+
+def _first(x: Any) -> float:
+    """The first value of a scalar or a 1-element array (a range reading, an age)."""
+    try:
+        return float(x[0])
+    except (TypeError, IndexError):
+        return float(x)
+
+
+def _pair(requested: Any) -> tuple[float, float] | None:
+    """``requested`` as a finite (left, right) pair of floats, or None when it is not one
+    (non-finite values are caught here, before any clamp)."""
+    if requested is None:
+        return None
+    try:
+        a = np.asarray(requested, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if a.size != 2:
+        return None
+    left, right = float(a.flat[0]), float(a.flat[1])
+    if not (math.isfinite(left) and math.isfinite(right)):
+        return None
+    return left, right
 
 
 @dataclass(frozen=True)
@@ -118,7 +141,7 @@ class SafetyLayer:
         self.estop_input = estop_input
         self._lock = threading.RLock()
         self._latched: str | None = None
-        self._prev = np.zeros(2)
+        self._prev: tuple[float, float] = (0.0, 0.0)
         self._prev_t: float | None = None
         self._last_stop: frozenset[str] = frozenset()
         self.counts: Counter[str] = Counter()
@@ -140,7 +163,7 @@ class SafetyLayer:
             if self._latched is None:
                 log.warning("E-STOP latched (%s): motors stopped until reset", reason)
                 self._latched = reason
-            self._prev = np.zeros(2)
+            self._prev = (0.0, 0.0)
 
     def poll_estop(self) -> bool:
         """Poll the e-stop button (if any), latching on a press; returns :attr:`latched`."""
@@ -167,14 +190,14 @@ class SafetyLayer:
             if self._latched is not None:
                 log.warning("e-stop reset (was: %s)", self._latched)
             self._latched = None
-            self._prev = np.zeros(2)
+            self._prev = (0.0, 0.0)
             self._prev_t = None
 
     def motors_stopped(self, reason: str = "watchdog") -> None:
         """Tell the layer the motors were stopped behind its back (watchdog, shutdown): the next
         command ramps up from (0, 0)."""
         with self._lock:
-            self._prev = np.zeros(2)
+            self._prev = (0.0, 0.0)
             self.counts[reason] += 1
 
     # ------------------------------------------------------------------ the rules
@@ -197,110 +220,112 @@ class SafetyLayer:
         """
         t = self.clock() if now is None else float(now)
         with self._lock:
-            stop = self._stop_reasons(requested, stamp, raw, t)
-            if stop:
-                res = SafetyResult(_STOP.copy(), tuple(stop))
-                self._prev = _STOP.copy()
+            pair = _pair(requested)
+            stop = self._stop_reasons(requested, pair, stamp, raw, t)
+            if stop or pair is None:
+                applied = (0.0, 0.0)
+                reasons: list[str] = stop
             else:
-                a = np.asarray(requested, dtype=np.float64).reshape(2)
-                reasons: list[str] = []
-                a = self._clamp(a, reasons)
+                reasons = []
+                a = self._clamp(pair, reasons)
                 a = self._obstacle(a, raw, reasons)
-                a = self._slew(a, t, reasons)
-                self._prev = a
-                res = SafetyResult(a, tuple(reasons))
+                applied = self._slew(a, t, reasons)
+            self._prev = applied
             self._prev_t = t
-            self.counts.update(res.reasons)
+            res = SafetyResult(np.array(applied), tuple(reasons))
+            if reasons:
+                self.counts.update(reasons)
             self._log_transition(stop)
         return res
 
+    # Each rule works on plain floats: a (left, right) pair is far cheaper in Python than in
+    # 2-element numpy arrays, and the layer runs every tick.
     def _stop_reasons(
-        self, requested: Any, stamp: float | None, raw: Mapping[str, Any] | None, t: float
+        self,
+        requested: Any,
+        pair: tuple[float, float] | None,
+        stamp: float | None,
+        raw: Mapping[str, Any] | None,
+        t: float,
     ) -> list[str]:
         reasons: list[str] = []
         if self.poll_estop():
             reasons.append("estop")
         if requested is None:
             reasons.append("no_command")
-        elif not self._finite(requested):
+        elif pair is None:
             reasons.append("non_finite")
         if self._deadman_expired(stamp, t):
             reasons.append("deadman")
-        reasons.extend(self._stale(raw))
+        if raw is None:
+            reasons.append("no_observation")
+        else:
+            reasons.extend(self._stale(raw))
         return reasons
-
-    @staticmethod
-    def _finite(requested: Any) -> bool:
-        """True when the command is a finite (left, right) pair (checked before any clamp)."""
-        try:
-            a = np.asarray(requested, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            return False
-        return a.shape == (2,) and bool(np.all(np.isfinite(a)))
 
     def _deadman_expired(self, stamp: float | None, t: float) -> bool:
         """True when the newest command is older than ``deadman`` seconds (or there was none)."""
         return stamp is None or not math.isfinite(stamp) or t - stamp > self.config.deadman
 
-    def _stale(self, raw: Mapping[str, Any] | None) -> list[str]:
+    def _stale(self, raw: Mapping[str, Any]) -> list[str]:
         """Stop reasons from missing or old sensor data."""
-        if raw is None:
-            return ["no_observation"]
         out = []
         for key, limit, reason in (
-            ("range", self.config.sensor_stale, "stale_range"),
-            ("image", self.config.camera_stale, "stale_camera"),
+            ("range_age", self.config.sensor_stale, "stale_range"),
+            ("image_age", self.config.camera_stale, "stale_camera"),
         ):
-            age = raw.get(f"{key}_age")
+            age = raw.get(key)
             if age is None:
-                if key in self.require:
+                if key[:-4] in self.require:
                     out.append(reason)
                 continue
-            a = float(np.asarray(age).reshape(-1)[0])
+            a = _first(age)
             if not (math.isfinite(a) and a <= limit):
                 out.append(reason)
         return out
 
-    def _clamp(self, a: np.ndarray, reasons: list[str]) -> np.ndarray:
+    def _clamp(self, a: tuple[float, float], reasons: list[str]) -> tuple[float, float]:
         m = self.config.max_duty
-        c = np.clip(a, -m, m)
-        if not np.array_equal(c, a):
+        left, right = (min(m, max(-m, v)) for v in a)
+        if (left, right) != a:
             reasons.append("clamped")
-        return c
+        return left, right
 
     def _obstacle(
-        self, a: np.ndarray, raw: Mapping[str, Any] | None, reasons: list[str]
-    ) -> np.ndarray:
+        self, a: tuple[float, float], raw: Mapping[str, Any] | None, reasons: list[str]
+    ) -> tuple[float, float]:
         """Remove the forward part of the command when an echo is closer than obstacle_stop."""
         if raw is None or "range" not in raw or self.config.obstacle_stop <= 0:
             return a
         valid = raw.get("range_valid")
-        if valid is not None and float(np.asarray(valid).reshape(-1)[0]) < 0.5:
+        if valid is not None and _first(valid) < 0.5:
             return a  # no echo: nothing in range
-        rng = float(np.asarray(raw["range"]).reshape(-1)[0])
+        rng = _first(raw["range"])
         if not math.isfinite(rng) or rng >= self.config.obstacle_stop:
             return a
         v = 0.5 * (a[0] + a[1])
         if v <= 0:
             return a
         reasons.append("obstacle")
-        return a - v
+        return a[0] - v, a[1] - v
 
-    def _slew(self, a: np.ndarray, t: float, reasons: list[str]) -> np.ndarray:
+    def _slew(self, a: tuple[float, float], t: float, reasons: list[str]) -> tuple[float, float]:
         """Limit each wheel's acceleration away from zero to slew_rate × dt (dt capped at 1.5
         periods). Braking toward zero is never delayed; a reversal brakes to zero first, then ramps.
         """
         dt = self.period if self._prev_t is None else max(0.0, t - self._prev_t)
-        dt = min(dt, 1.5 * self.period)
-        step = self.config.slew_rate * dt
-        prev = self._prev
-        braking = (prev * a >= 0) & (np.abs(a) <= np.abs(prev))
-        base = np.where(prev * a > 0, prev, 0.0)
-        lim = np.where(braking, a, np.clip(a, base - step, base + step))
-        if not np.array_equal(lim, a):
+        step = self.config.slew_rate * min(dt, 1.5 * self.period)
+        out = []
+        for want, prev in zip(a, self._prev, strict=True):
+            if prev * want >= 0 and abs(want) <= abs(prev):
+                out.append(want)  # braking (or holding)
+                continue
+            base = prev if prev * want > 0 else 0.0
+            out.append(min(base + step, max(base - step, want)))
+        lim = (out[0], out[1])
+        if lim != a:
             reasons.append("slew")
-            return lim
-        return a
+        return lim
 
     def _log_transition(self, stop: list[str]) -> None:
         """Warn once when the set of stop reasons changes (not every tick)."""

@@ -211,7 +211,7 @@ class Observer:
             else:
                 m = raw.get("marker")
                 seen = m is not None and m[0] > 0.5
-                if seen:
+                if m is not None and seen:
                     c, s = np.cos(th), np.sin(th)
                     bx = x + c * float(m[1]) - s * float(m[2])
                     by = y + s * float(m[1]) + c * float(m[2])

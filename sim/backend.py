@@ -217,7 +217,7 @@ class TwinBackend:
         pose = r.true_pose()
         thr = self.info.success_distance
         out: dict[str, Any] = {"true_pose": pose}
-        goal = self.episode.get("goal")
+        goal: Any = self.episode.get("goal")  # None for seek
         if self.task == "reach":
             d = math.hypot(pose[0] - goal[0], pose[1] - goal[1])
             ok = d < thr

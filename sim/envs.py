@@ -65,7 +65,19 @@ def _randomization(
 
 
 class RoverEnv(gym.Env):
-    """Common machinery of the rover tasks (see the concrete classes for the docs)."""
+    """Common machinery of the rover tasks (see the concrete classes for the docs).
+
+    Keyword arguments (``gym.make(env_id, **kwargs)``):
+        description: robot description (YAML path, shipped name or ``RobotDescription``).
+        reward_type: ``"sparse"`` (0 / -1) or ``"dense"`` (minus the distance).
+        randomization: ``DynamicsRandomization``, a YAML path / shipped name, a dict, or None.
+        render_mode: ``"rgb_array"`` (a chase view) or None.
+        terminate_on_success: end the episode on success (default True).
+        max_steps: override the task's episode length.
+        full_sensors: simulate every sensor of the description (default: only those the
+            policy reads, which is faster).
+        Other keywords go to :class:`sim.twin.SimRobot` (``gui``, ``physics_dt``, ...).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     task_name = ""

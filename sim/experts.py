@@ -155,7 +155,7 @@ class PushExpert(Expert):
             return np.zeros(2, np.float32)
         if self.state == "approach":
             u = goal - self.box
-            u /= max(np.linalg.norm(u), 1e-6)
+            u /= max(float(np.linalg.norm(u)), 1e-6)
             self.goal_dir = u
             stand = self.box - self.BEHIND * u
             target = self._detour(pos, stand)
@@ -181,13 +181,13 @@ class PushExpert(Expert):
                 self.pushes += 1
             else:
                 err = _wrap(math.atan2(to_goal[1], to_goal[0]) - pose[2])
-                v = 0.5 * min(1.0, max(remaining / 0.15, 0.3))
+                v = 0.65 * min(1.0, max(remaining / 0.15, 0.3))
                 return self.wheels(v, float(np.clip(0.6 * err, -0.2, 0.2)))
         # backoff: reverse until the box is seen again at a safe distance
         if np.linalg.norm(pos - self.mark) < self.BACKOFF and not (
             seen and np.linalg.norm(pos - self.mark) > 0.06
         ):
-            return self.wheels(-0.4, 0.0)
+            return self.wheels(-0.5, 0.0)
         self.state = "approach"
         return np.zeros(2, np.float32)
 

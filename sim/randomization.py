@@ -125,7 +125,7 @@ class DynamicsRandomization:
                 close = difflib.get_close_matches(str(key), names, n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else f" Known: {', '.join(names)}."
                 raise RandomizationError(f"unknown field '{key}'.{hint}")
-        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
         return cls(**kw)
 
     @classmethod

@@ -288,7 +288,9 @@ class SimRobot(Robot):
         h = ARENA_HALF
         t = WALL_THICKNESS
         half_floor = h + 0.5
-        boxes = [((half_floor, half_floor, FLOOR_THICKNESS / 2), (0, 0, -FLOOR_THICKNESS / 2))]
+        boxes: list[tuple[tuple[float, float, float], tuple[float, float, float]]] = [
+            ((half_floor, half_floor, FLOOR_THICKNESS / 2), (0.0, 0.0, -FLOOR_THICKNESS / 2))
+        ]
         for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
             ext = (t / 2, h + t, WALL_HEIGHT / 2) if sx else (h + t, t / 2, WALL_HEIGHT / 2)
             pos = (sx * (h + t / 2), sy * (h + t / 2), WALL_HEIGHT / 2)

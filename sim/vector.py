@@ -135,7 +135,7 @@ class BatchedVectorEnv(VectorEnv):
         sizes = [len(s) for s in self._slices]
         starts = np.cumsum([0, *sizes])
         self._slices = [list(range(starts[i], starts[i + 1])) for i in range(workers)]
-        ctx = mp.get_context(context)
+        ctx: Any = mp.get_context(context)
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         for idx in self._slices:

@@ -175,8 +175,10 @@ def test_stager_splits_autoreset_steps_into_whole_episodes() -> None:
     assert len(finished) == 2
     obs, ag, g, a = finished[0]  # env 0, ended after 2 steps with its true final obs
     np.testing.assert_array_equal(obs[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(ag[:, 0], [0, 1, 2])
+    assert g.shape == (2, 2)
     np.testing.assert_array_equal(a[:, 0], [1, 2])
-    obs, ag, g, a = finished[1]  # env 1, 4 steps
+    obs, _ag, _g, a = finished[1]  # env 1, 4 steps
     np.testing.assert_array_equal(obs[:, 0], [100, 101, 102, 103, 104])
     # env 0's next episode started from the reset observation
     assert st.t[0] == 2 and st.obs[0, 0, 0] == -1.0

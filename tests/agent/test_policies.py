@@ -127,7 +127,7 @@ def test_mse_averages_the_modes_while_gmm_and_discrete_pick_one(reach_spec, head
 
 @pytest.mark.parametrize("head", ["mse", "gmm", "discrete"])
 def test_each_head_learns_to_reach_from_30_demos(reach_spec, reach_demos, tmp_path, head) -> None:  # type: ignore[no-untyped-def]
-    cfg = GCBCConfig(out=str(tmp_path / head), head=head, steps=600, hidden=(128, 128),
+    cfg = GCBCConfig(out=str(tmp_path / head), head=head, steps=1000, relabel_ratio=0.5,
                      eval_episodes=0, progress=False, save_every=0)
     res = train(cfg, episodes=reach_demos, spec=reach_spec)
     ev = evaluate(res.policy, episodes=30, goals="heldout")

@@ -147,9 +147,9 @@ def test_writer_refuses_bad_frames_naming_the_feature(tmp_path: Path) -> None:
 
 def test_second_writer_is_refused(tmp_path: Path) -> None:
     spec = make_spec(with_image=False)
-    with DatasetWriter.create(tmp_path / "d", spec, FPS):
-        with pytest.raises(DatasetError, match="another process"):
-            DatasetWriter.open(tmp_path / "d")
+    with DatasetWriter.create(tmp_path / "d", spec, FPS), \
+            pytest.raises(DatasetError, match="another process"):
+        DatasetWriter.open(tmp_path / "d")
 
 
 # ------------------------------------------------------------------------------ conformance
@@ -174,7 +174,7 @@ DATA_COLUMNS = ["observation.state", "observation.achieved_goal", "observation.d
 def test_conformance_layout_info_rows(recorded: tuple[Path, list]) -> None:
     path, _ = recorded
     info = json.loads((path / "meta/info.json").read_text())
-    assert INFO_KEYS <= set(info)
+    assert set(info) >= INFO_KEYS
     assert info["codebase_version"] == "v3.0"
     assert isinstance(info["fps"], int) and info["fps"] == FPS
     assert info["total_episodes"] == 3 and info["total_frames"] == sum(LENGTHS)
@@ -206,7 +206,7 @@ def test_conformance_layout_info_rows(recorded: tuple[Path, list]) -> None:
     rows = [r for p in meta_files for r in pq.read_table(p).to_pylist()]
     assert [r["episode_index"] for r in rows] == [0, 1, 2]
     for r in rows:
-        assert ROW_KEYS | VIDEO_ROW_KEYS <= set(r)
+        assert set(r) >= ROW_KEYS | VIDEO_ROW_KEYS
         assert r["dataset_to_index"] - r["dataset_from_index"] == r["length"]
         for feat in feats:
             for stat in ("min", "max", "mean", "std", "count"):

@@ -1,0 +1,88 @@
+"""The SAC+HER training config (torch-free, so the CLI can build its options without torch).
+
+Every field is a ``sim2pi train her`` option; the algorithm is in :mod:`agent.her`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from hardware.errors import Sim2PiError
+
+
+def _f(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class HerConfig:
+    """SAC+HER training settings. Every field is a ``sim2pi train her`` option."""
+
+    task: str = _f("reach", "task: reach | push (the sim2pi/Rover*-v0 goal envs)")
+    robot: str = _f("rover", "robot description (YAML path or shipped name)")
+    env_id: str | None = _f(None, "gymnasium env id; default: the task's sim2pi env")
+    seed: int = _f(0, "random seed (envs, sampling, network init)")
+    minutes: float = _f(5.0, "wall-clock training budget in minutes (evaluation time excluded)")
+    total_steps: int = _f(2_000_000, "env-step budget (whichever of minutes/steps ends first)")
+    target_success: float | None = _f(None, "stop as soon as an evaluation reaches this success "
+                                            "rate (e.g. 0.95); None trains for the whole budget")
+    envs: int = _f(8, "parallel envs")
+    workers: int = _f(1, "env worker processes (0 = step envs in the learner's process)")
+    threads: int = _f(1, "torch threads of the learner")
+    # learning
+    gamma: float = _f(0.98, "discount; 50-step horizon for 150-300-step episodes")
+    lr: float = _f(1e-3, "Adam learning rate of actor and critic (rl-zoo FetchReach SAC: 1e-3)")
+    alpha_lr: float = _f(1e-3, "learning rate of the entropy temperature")
+    init_alpha: float = _f(0.1, "initial entropy temperature")
+    target_entropy: float | None = _f(None, "SAC target entropy; None = -action_dim")
+    tau: float = _f(0.05, "Polyak rate of the target critics (HER paper: 0.05)")
+    batch_size: int = _f(256, "transitions per gradient step (RL part; demos are extra)")
+    utd: float = _f(0.5, "gradient steps per env step (update-to-data ratio)")
+    learning_starts: int = _f(2000, "env steps of uniform random actions before learning")
+    buffer_size: int = _f(1_000_000, "replay capacity in transitions")
+    hidden: tuple[int, ...] = _f((128, 128), "widths of the actor's and critics' hidden layers")
+    # hindsight
+    strategy: str = _f("future", "HER goal strategy: future | final | episode | geometric | none "
+                                    "(agent.relabel)")
+    her_k: int = _f(4, "relabeled goals per real goal (relabel probability k/(k+1))")
+    terminate_on_success: bool = _f(True, "the env ends episodes on success, so relabeled "
+                                          "successes are terminal (no bootstrapping)")
+    # demonstrations
+    demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
+    demo_fraction: float = _f(0.125, "demo transitions per batch, relative to batch_size "
+                                     "(Nair et al. 2018: 128 demo + 1024 RL)")
+    bc_weight: float = _f(1.0, "weight of the Q-filtered behaviour-cloning loss on demos")
+    q_filter: bool = _f(True, "clone a demo action only where Q(s, a_demo) > Q(s, pi(s))")
+    # evaluation and output
+    eval_every: int = _f(10_000, "env steps between evaluations")
+    eval_episodes: int = _f(50, "deterministic episodes per evaluation")
+    eval_envs: int = _f(10, "envs used for evaluation (in the learner's process)")
+    norm_clip: float = _f(5.0, "clip of normalized inputs in the critic (and std floor 1e-2)")
+    out: str | None = _f(None, "run directory (checkpoint, config, tensorboard)")
+    log_every: float = _f(10.0, "seconds between progress log lines")
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.envs < 1:
+            raise Sim2PiError(f"--envs must be >= 1, got {self.envs}")
+        if not 0.0 < self.gamma < 1.0:
+            raise Sim2PiError(f"gamma must be in (0, 1), got {self.gamma}")
+        if self.utd <= 0:
+            raise Sim2PiError(f"utd (gradient steps per env step) must be > 0, got {self.utd}")
+        if self.batch_size < 2:
+            raise Sim2PiError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.demo_fraction < 0:
+            raise Sim2PiError("demo_fraction must be >= 0")
+        if self.target_success is not None and not 0 < self.target_success <= 1:
+            raise Sim2PiError("target_success must be in (0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HerConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
