@@ -68,38 +68,70 @@ class CheckpointMeta:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "version": VERSION, "algo": self.algo, "step": self.step,
-            "policy": self.policy.to_dict(), "spec": self.spec.to_dict(),
-            "robot_hash": self.robot_hash, "stats": self.stats, "train": self.train,
-            "dataset": self.dataset, "commit": self.commit, "seed": self.seed,
-            "eval": self.eval, "created": self.created,
+            "format": FORMAT,
+            "version": VERSION,
+            "algo": self.algo,
+            "step": self.step,
+            "policy": self.policy.to_dict(),
+            "spec": self.spec.to_dict(),
+            "robot_hash": self.robot_hash,
+            "stats": self.stats,
+            "train": self.train,
+            "dataset": self.dataset,
+            "commit": self.commit,
+            "seed": self.seed,
+            "eval": self.eval,
+            "created": self.created,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CheckpointMeta:
         if d.get("format") != FORMAT:
-            raise Sim2PiError(f"not a sim2pi checkpoint (format={d.get('format')!r}); pass the "
-                              "run directory written by `sim2pi train ...`")
+            raise Sim2PiError(
+                f"not a sim2pi checkpoint (format={d.get('format')!r}); pass the "
+                "run directory written by `sim2pi train ...`"
+            )
         if int(d.get("version", 0)) > VERSION:
-            raise Sim2PiError(f"checkpoint version {d['version']} is newer than this sim2pi "
-                              f"(reads <= {VERSION}); upgrade sim2pi")
-        return cls(algo=d["algo"], step=int(d["step"]), policy=PolicyConfig.from_dict(d["policy"]),
-                   spec=Spec.from_dict(d["spec"]), robot_hash=d.get("robot_hash", ""),
-                   stats=d.get("stats", {}), train=d.get("train", {}), dataset=d.get("dataset"),
-                   commit=d.get("commit"), seed=d.get("seed"), eval=d.get("eval", {}),
-                   created=d.get("created", ""))
+            raise Sim2PiError(
+                f"checkpoint version {d['version']} is newer than this sim2pi "
+                f"(reads <= {VERSION}); upgrade sim2pi"
+            )
+        return cls(
+            algo=d["algo"],
+            step=int(d["step"]),
+            policy=PolicyConfig.from_dict(d["policy"]),
+            spec=Spec.from_dict(d["spec"]),
+            robot_hash=d.get("robot_hash", ""),
+            stats=d.get("stats", {}),
+            train=d.get("train", {}),
+            dataset=d.get("dataset"),
+            commit=d.get("commit"),
+            seed=d.get("seed"),
+            eval=d.get("eval", {}),
+            created=d.get("created", ""),
+        )
 
 
 def git_commit() -> str | None:
     """The short commit hash of the source tree (``+dirty`` if modified), or None."""
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                             capture_output=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        )
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               text=True, capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        ).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -114,10 +146,18 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run: str | Path, policy: Policy, *, algo: str, step: int,
-                    train_config: dict[str, Any] | None = None, dataset: str | None = None,
-                    seed: int | None = None, eval_results: dict[str, Any] | None = None,
-                    trainer_state: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    run: str | Path,
+    policy: Policy,
+    *,
+    algo: str,
+    step: int,
+    train_config: dict[str, Any] | None = None,
+    dataset: str | None = None,
+    seed: int | None = None,
+    eval_results: dict[str, Any] | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> Path:
     """Write ``policy`` (+ optional resume state) into ``run``; returns the run directory.
 
     ``trainer_state`` (optimizer state dicts, RNG states, step counters, ...) goes to
@@ -126,11 +166,20 @@ def save_checkpoint(run: str | Path, policy: Policy, *, algo: str, step: int,
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     stats = {k: {"mean": m.tolist(), "std": s.tolist()} for k, (m, s) in policy.get_stats().items()}
-    meta = CheckpointMeta(algo=algo, step=int(step), policy=policy.config, spec=policy.spec,
-                          robot_hash=policy.spec.robot_hash, stats=stats,
-                          train=_jsonable(train_config or {}), dataset=dataset,
-                          commit=git_commit(), seed=seed, eval=_jsonable(eval_results or {}),
-                          created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    meta = CheckpointMeta(
+        algo=algo,
+        step=int(step),
+        policy=policy.config,
+        spec=policy.spec,
+        robot_hash=policy.spec.robot_hash,
+        stats=stats,
+        train=_jsonable(train_config or {}),
+        dataset=dataset,
+        commit=git_commit(),
+        seed=seed,
+        eval=_jsonable(eval_results or {}),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
     state = {k: v.detach().contiguous().clone() for k, v in policy.state_dict().items()}
     tmp = run / (WEIGHTS + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT, "algo": algo})
@@ -149,8 +198,10 @@ def read_meta(run: str | Path) -> CheckpointMeta:
     run = Path(run)
     path = run / META
     if not path.exists():
-        raise Sim2PiError(f"no checkpoint in '{run}' (missing {META}); train one with "
-                          "`sim2pi train gcbc --data DIR --out RUN` or pass the right RUN")
+        raise Sim2PiError(
+            f"no checkpoint in '{run}' (missing {META}); train one with "
+            "`sim2pi train gcbc --data DIR --out RUN` or pass the right RUN"
+        )
     return CheckpointMeta.from_dict(json.loads(path.read_text()))
 
 
@@ -161,12 +212,16 @@ def load_policy(run: str | Path) -> tuple[Policy, CheckpointMeta]:
     policy = Policy(meta.spec, meta.policy)
     weights = run / WEIGHTS
     if not weights.exists():
-        raise Sim2PiError(f"'{run}' has {META} but no {WEIGHTS}; the run was interrupted before "
-                          "its first checkpoint — train again")
+        raise Sim2PiError(
+            f"'{run}' has {META} but no {WEIGHTS}; the run was interrupted before "
+            "its first checkpoint — train again"
+        )
     missing, unexpected = policy.load_state_dict(load_file(str(weights)), strict=False)
     if missing or unexpected:
-        raise Sim2PiError(f"checkpoint weights do not fit the saved policy config (missing "
-                          f"{missing}, unexpected {unexpected}); the checkpoint is corrupt")
+        raise Sim2PiError(
+            f"checkpoint weights do not fit the saved policy config (missing "
+            f"{missing}, unexpected {unexpected}); the checkpoint is corrupt"
+        )
     policy.eval()
     return policy, meta
 

@@ -45,9 +45,15 @@ def _option_type(tp: Any) -> tuple[Any, Callable[[Any], Any]]:
     return tp, lambda v: v
 
 
-def dataclass_command(cls: type, run: Callable[[Any], None], *, doc: str,
-                      positional: tuple[str, ...] = (), rename: dict[str, str] | None = None,
-                      skip: tuple[str, ...] = ()) -> Callable[..., None]:
+def dataclass_command(
+    cls: type,
+    run: Callable[[Any], None],
+    *,
+    doc: str,
+    positional: tuple[str, ...] = (),
+    rename: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+) -> Callable[..., None]:
     """A typer command function whose options are the fields of dataclass ``cls``.
 
     Each field becomes ``--field-name`` with its default and its ``metadata["doc"]`` as help;
@@ -74,8 +80,9 @@ def dataclass_command(cls: type, run: Callable[[Any], None], *, doc: str,
             if ann is bool:
                 flag = f"{flag}/--no-{flag[2:]}"
             info = typer.Option(default, flag, help=helptext)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info,
-                                        annotation=ann))
+        params.append(
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=ann)
+        )
 
     def command(**kwargs: Any) -> None:
         cfg = cls(**{k: convs[k](v) for k, v in kwargs.items()})
@@ -96,9 +103,16 @@ def _progress() -> Any:
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,16 +132,23 @@ def _run_gcbc(cfg: Any) -> None:
 
             def cb(step: int, total: int, scalars: dict[str, float]) -> None:
                 if step % 20 == 0 or step == total:
-                    bar.update(tid, completed=step,
-                               info=f"loss {scalars.get('losses/bc', float('nan')):.4f}")
+                    bar.update(
+                        tid,
+                        completed=step,
+                        info=f"loss {scalars.get('losses/bc', float('nan')):.4f}",
+                    )
 
             res = train(cfg, progress=cb)
     ev = res.metrics.get("eval")
-    console.print(f"[green]trained[/] {res.step} steps → {res.run} "
-                  f"({res.metrics.get('steps_per_second', 0):.0f} steps/s)")
+    console.print(
+        f"[green]trained[/] {res.step} steps → {res.run} "
+        f"({res.metrics.get('steps_per_second', 0):.0f} steps/s)"
+    )
     if ev:
-        console.print(f"validation success {ev['success_rate']:.1%} "
-                      f"(95% CI {ev['ci95'][0]:.1%}–{ev['ci95'][1]:.1%}, {ev['episodes']} episodes)")
+        console.print(
+            f"validation success {ev['success_rate']:.1%} "
+            f"(95% CI {ev['ci95'][0]:.1%}–{ev['ci95'][1]:.1%}, {ev['episodes']} episodes)"
+        )
 
 
 def _run_dagger(cfg: Any) -> None:
@@ -148,8 +169,10 @@ def _run_dagger(cfg: Any) -> None:
             out = train_dagger(cfg, progress=cb)
     for r in out["rounds"]:
         sr = r.get("success_rate")
-        console.print(f"round {r['round']}: {r['data_steps']} steps of data"
-                      + (f", success {sr:.1%}" if sr is not None else ""))
+        console.print(
+            f"round {r['round']}: {r['data_steps']} steps of data"
+            + (f", success {sr:.1%}" if sr is not None else "")
+        )
     console.print(f"[green]saved[/] {out['run']}")
 
 
@@ -171,15 +194,23 @@ def register(app: typer.Typer) -> None:
     from agent.configs import DaggerConfig, GCBCConfig  # torch-free
 
     train_app = typer.Typer(help="Train policies (GC-BC, DAgger, SAC+HER).", no_args_is_help=True)
-    train_app.command("gcbc")(dataclass_command(
-        GCBCConfig, _run_gcbc,
-        doc="Goal-conditioned behavioral cloning with hindsight relabeling.\n\n"
-            "Example: sim2pi train gcbc --data data/reach --out runs/reach --relabel future"))
-    train_app.command("dagger")(dataclass_command(
-        DaggerConfig, _run_dagger,
-        doc="DAgger: roll out the learner, label with the scripted expert, aggregate, retrain.\n\n"
+    train_app.command("gcbc")(
+        dataclass_command(
+            GCBCConfig,
+            _run_gcbc,
+            doc="Goal-conditioned behavioral cloning with hindsight relabeling.\n\n"
+            "Example: sim2pi train gcbc --data data/reach --out runs/reach --relabel future",
+        )
+    )
+    train_app.command("dagger")(
+        dataclass_command(
+            DaggerConfig,
+            _run_dagger,
+            doc="DAgger: roll out the learner, label with the scripted expert, aggregate, retrain.\n\n"
             "Example: sim2pi train dagger --task push --demos 200 --demo-noise 0.3 "
-            "--out runs/push-dagger"))
+            "--out runs/push-dagger",
+        )
+    )
     _add_her(train_app)
     app.add_typer(train_app, name="train")
     app.command("eval")(eval_command)
@@ -189,8 +220,11 @@ def register(app: typer.Typer) -> None:
 def eval_command(
     run: Path = typer.Argument(..., help="run directory (from `sim2pi train ...`)"),
     episodes: int = typer.Option(50, "--episodes", "-n", help="number of evaluation episodes"),
-    goals: str = typer.Option("heldout", "--goals", help="goal set: heldout (seeds disjoint from "
-                              "data collection) | valid | train"),
+    goals: str = typer.Option(
+        "heldout",
+        "--goals",
+        help="goal set: heldout (seeds disjoint from data collection) | valid | train",
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="write the results as JSON here"),
     video: bool = typer.Option(True, "--video/--no-video", help="write RUN/eval/rollout.mp4"),
     video_episodes: int = typer.Option(3, "--video-episodes", help="episodes in the video"),
@@ -208,18 +242,26 @@ def eval_command(
     out = run / "eval"
     with _progress() as bar:
         tid = bar.add_task("eval", total=episodes, info=goals)
-        res = evaluate(policy, episodes=episodes, goals=goals, description=description,
-                       video=out / "rollout.mp4" if video else None, video_episodes=video_episodes,
-                       plot=out / "trajectories.png" if plot else None,
-                       progress=lambda i: bar.update(tid, completed=i))
+        res = evaluate(
+            policy,
+            episodes=episodes,
+            goals=goals,
+            description=description,
+            video=out / "rollout.mp4" if video else None,
+            video_episodes=video_episodes,
+            plot=out / "trajectories.png" if plot else None,
+            progress=lambda i: bar.update(tid, completed=i),
+        )
     res["run"] = str(run)
     res["algo"] = meta.algo
     update_eval(run, {goals: res})
     if json_out is not None:
         write_json(json_out, res)
     ci = res["ci95"]
-    console.print(f"[bold]{meta.spec.task}[/] {res['episodes']} {goals} episodes: success "
-                  f"[green]{res['success_rate']:.1%}[/] (95% CI {ci[0]:.1%}–{ci[1]:.1%})")
+    console.print(
+        f"[bold]{meta.spec.task}[/] {res['episodes']} {goals} episodes: success "
+        f"[green]{res['success_rate']:.1%}[/] (95% CI {ci[0]:.1%}–{ci[1]:.1%})"
+    )
     if res["mean_final_distance"] is not None:
         console.print(f"  mean final distance {res['mean_final_distance']:.3f} m")
     if res["mean_steps_to_success"] is not None:
@@ -232,8 +274,11 @@ def eval_command(
 def export_command(
     run: Path = typer.Argument(..., help="run directory (from `sim2pi train ...`)"),
     out: Path = typer.Option(..., "--out", "-o", help="bundle directory to write"),
-    data: Path | None = typer.Option(None, "--data", help="dataset for the parity check "
-                                     "(default: the run's dataset, else random inputs)"),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="dataset for the parity check (default: the run's dataset, else random inputs)",
+    ),
     samples: int = typer.Option(1000, "--samples", help="observations in the parity check"),
     tolerance: float = typer.Option(1e-5, "--tolerance", help="max |torch - onnxruntime|"),
 ) -> None:
@@ -244,7 +289,9 @@ def export_command(
 
     torch.set_num_threads(1)
     summary = export_run(run, out, data=data, samples=samples, tolerance=tolerance)
-    console.print(f"[green]exported[/] {summary['bundle']}: parity max |diff| "
-                  f"{summary['parity_max_abs_diff']:.2e} on {summary['parity_samples']} "
-                  f"{summary['parity_source']} observations")
+    console.print(
+        f"[green]exported[/] {summary['bundle']}: parity max |diff| "
+        f"{summary['parity_max_abs_diff']:.2e} on {summary['parity_samples']} "
+        f"{summary['parity_source']} observations"
+    )
     console.print(json.dumps({k: v for k, v in summary.items()}, indent=None))

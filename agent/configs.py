@@ -22,24 +22,39 @@ HEADS = ("mse", "gmm", "discrete", "tanh_gaussian")
 class PolicyConfig:
     """Network architecture. Saved with every checkpoint; rebuilt from it on load."""
 
-    arch: str = field(default="mlp", metadata={
-        "doc": "history handling: 'mlp' flattens the window (frame stacking), 'gru' runs a GRU"})
-    head: str = field(default="mse", metadata={
-        "doc": "action head: 'mse' deterministic, 'gmm' Gaussian mixture, 'discrete' per-dimension "
-               "bins, 'tanh_gaussian' squashed Gaussian (SAC)"})
+    arch: str = field(
+        default="mlp",
+        metadata={
+            "doc": "history handling: 'mlp' flattens the window (frame stacking), 'gru' runs a GRU"
+        },
+    )
+    head: str = field(
+        default="mse",
+        metadata={
+            "doc": "action head: 'mse' deterministic, 'gmm' Gaussian mixture, 'discrete' per-dimension "
+            "bins, 'tanh_gaussian' squashed Gaussian (SAC)"
+        },
+    )
     history: int = field(default=1, metadata={"doc": "history length H (observations per input)"})
     hidden: tuple[int, ...] = field(default=(256, 256), metadata={"doc": "MLP trunk widths"})
     gru_hidden: int = field(default=128, metadata={"doc": "GRU state size (arch='gru')"})
     image_embed: int = field(default=128, metadata={"doc": "CNN image embedding size"})
-    cnn_channels: tuple[int, ...] = field(default=(16, 32, 32), metadata={
-        "doc": "channels of the CNN's conv layers (64x64 input)"})
+    cnn_channels: tuple[int, ...] = field(
+        default=(16, 32, 32), metadata={"doc": "channels of the CNN's conv layers (64x64 input)"}
+    )
     modes: int = field(default=5, metadata={"doc": "number of Gaussian modes K (head='gmm')"})
     bins: int = field(default=21, metadata={"doc": "bins per action dimension (head='discrete')"})
-    goal_delta: bool = field(default=True, metadata={
-        "doc": "also feed desired_goal - achieved_goal (goal-conditioned specs)"})
-    egocentric: bool = field(default=False, metadata={
-        "doc": "also feed the goal points relative to the robot, in the robot frame (specs whose "
-               "'observation' names x, y, cos_theta, sin_theta)"})
+    goal_delta: bool = field(
+        default=True,
+        metadata={"doc": "also feed desired_goal - achieved_goal (goal-conditioned specs)"},
+    )
+    egocentric: bool = field(
+        default=False,
+        metadata={
+            "doc": "also feed the goal points relative to the robot, in the robot frame (specs whose "
+            "'observation' names x, y, cos_theta, sin_theta)"
+        },
+    )
     min_log_std: float = field(default=-5.0, metadata={"doc": "lower clamp of log std (gmm, sac)"})
     max_log_std: float = field(default=2.0, metadata={"doc": "upper clamp of log std (gmm, sac)"})
 
@@ -66,34 +81,48 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
-                      if k in known})
-
+        return cls(
+            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        )
 
 
 @dataclass
 class GCBCConfig:
     """GC-BC training options (each one is a ``sim2pi train gcbc`` option)."""
 
-    data: str | None = field(default=None, metadata={
-        "doc": "dataset directory (LeRobot v3.0, from `sim2pi record`)"})
-    out: str = field(default="runs/gcbc", metadata={"doc": "run directory for checkpoints and logs"})
-    relabel: str = field(default="future", metadata={
-        "doc": "hindsight goal strategy: none | final | future | geometric | episode"})
-    relabel_ratio: float = field(default=0.8, metadata={
-        "doc": "fraction of sampled steps whose goal is relabeled"})
-    relabel_gamma: float = field(default=0.98, metadata={
-        "doc": "geometric strategy: offset ~ Geometric(1 - gamma)"})
-    skip_reached: bool = field(default=True, metadata={
-        "doc": "do not imitate steps whose (relabeled) goal is already reached at that step: "
-               "their action says nothing about how to reach it"})
+    data: str | None = field(
+        default=None, metadata={"doc": "dataset directory (LeRobot v3.0, from `sim2pi record`)"}
+    )
+    out: str = field(
+        default="runs/gcbc", metadata={"doc": "run directory for checkpoints and logs"}
+    )
+    relabel: str = field(
+        default="future",
+        metadata={"doc": "hindsight goal strategy: none | final | future | geometric | episode"},
+    )
+    relabel_ratio: float = field(
+        default=0.8, metadata={"doc": "fraction of sampled steps whose goal is relabeled"}
+    )
+    relabel_gamma: float = field(
+        default=0.98, metadata={"doc": "geometric strategy: offset ~ Geometric(1 - gamma)"}
+    )
+    skip_reached: bool = field(
+        default=True,
+        metadata={
+            "doc": "do not imitate steps whose (relabeled) goal is already reached at that step: "
+            "their action says nothing about how to reach it"
+        },
+    )
     head: str = field(default="mse", metadata={"doc": "action head: mse | gmm | discrete"})
-    arch: str = field(default="mlp", metadata={
-        "doc": "history handling: mlp (frame stacking) | gru"})
+    arch: str = field(
+        default="mlp", metadata={"doc": "history handling: mlp (frame stacking) | gru"}
+    )
     history: int = field(default=1, metadata={"doc": "history length H (observations per input)"})
     hidden: tuple[int, ...] = field(default=(256, 256), metadata={"doc": "MLP trunk widths"})
-    egocentric: bool = field(default=True, metadata={
-        "doc": "also feed goal points in the robot frame (tasks with an odometry pose)"})
+    egocentric: bool = field(
+        default=True,
+        metadata={"doc": "also feed goal points in the robot frame (tasks with an odometry pose)"},
+    )
     modes: int = field(default=5, metadata={"doc": "Gaussian modes (head gmm)"})
     bins: int = field(default=21, metadata={"doc": "bins per action dimension (head discrete)"})
     steps: int = field(default=3000, metadata={"doc": "gradient steps"})
@@ -101,16 +130,26 @@ class GCBCConfig:
     lr: float = field(default=1e-3, metadata={"doc": "Adam learning rate (cosine-decayed to 10%)"})
     weight_decay: float = field(default=0.0, metadata={"doc": "AdamW weight decay"})
     grad_clip: float = field(default=10.0, metadata={"doc": "gradient norm clip (0: off)"})
-    intervention_weight: float = field(default=1.0, metadata={
-        "doc": "sampling weight of episodes with human interventions (relative to others)"})
+    intervention_weight: float = field(
+        default=1.0,
+        metadata={
+            "doc": "sampling weight of episodes with human interventions (relative to others)"
+        },
+    )
     seed: int = field(default=0, metadata={"doc": "random seed (weights, sampling, relabeling)"})
-    eval_every: int = field(default=0, metadata={
-        "doc": "evaluate in sim every N steps on validation goals (0: only at the end)"})
+    eval_every: int = field(
+        default=0,
+        metadata={"doc": "evaluate in sim every N steps on validation goals (0: only at the end)"},
+    )
     eval_episodes: int = field(default=20, metadata={"doc": "episodes per evaluation (0: none)"})
     save_every: int = field(default=1000, metadata={"doc": "checkpoint every N steps"})
     log_every: int = field(default=100, metadata={"doc": "log scalars every N steps"})
-    description: str = field(default="rover", metadata={
-        "doc": "robot description for evaluation envs (must match the data's robot hash)"})
+    description: str = field(
+        default="rover",
+        metadata={
+            "doc": "robot description for evaluation envs (must match the data's robot hash)"
+        },
+    )
     threads: int = field(default=1, metadata={"doc": "torch CPU threads"})
     resume: bool = field(default=False, metadata={"doc": "continue the run in --out"})
     progress: bool = field(default=True, metadata={"doc": "show a progress bar"})
@@ -125,13 +164,20 @@ class GCBCConfig:
         self.policy_config()
 
     def policy_config(self) -> PolicyConfig:
-        return PolicyConfig(arch=self.arch, head=self.head, history=self.history,
-                            hidden=self.hidden, modes=self.modes, bins=self.bins,
-                            egocentric=self.egocentric)
+        return PolicyConfig(
+            arch=self.arch,
+            head=self.head,
+            history=self.history,
+            hidden=self.hidden,
+            modes=self.modes,
+            bins=self.bins,
+            egocentric=self.egocentric,
+        )
 
     def relabel_config(self) -> RelabelConfig:
-        return RelabelConfig(strategy=self.relabel, ratio=self.relabel_ratio,
-                             gamma=self.relabel_gamma)
+        return RelabelConfig(
+            strategy=self.relabel, ratio=self.relabel_ratio, gamma=self.relabel_gamma
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -144,30 +190,43 @@ class GCBCConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-
 @dataclass
 class DaggerConfig(GCBCConfig):
     """DAgger options; the GC-BC options configure the network and each training phase
     (``steps`` is the initial BC phase)."""
 
     out: str = field(default="runs/dagger", metadata={"doc": "run directory"})
-    task: str | None = field(default=None, metadata={
-        "doc": "task (reach | push | seek); default: the dataset's"})
-    demos: int = field(default=0, metadata={
-        "doc": "collect this many expert demos as initial data (instead of / besides --data)"})
-    demo_noise: float = field(default=0.0, metadata={
-        "doc": "DART noise std on the executed action when collecting the initial demos"})
+    task: str | None = field(
+        default=None, metadata={"doc": "task (reach | push | seek); default: the dataset's"}
+    )
+    demos: int = field(
+        default=0,
+        metadata={
+            "doc": "collect this many expert demos as initial data (instead of / besides --data)"
+        },
+    )
+    demo_noise: float = field(
+        default=0.0,
+        metadata={"doc": "DART noise std on the executed action when collecting the initial demos"},
+    )
     rounds: int = field(default=4, metadata={"doc": "DAgger rounds (collect, aggregate, retrain)"})
     episodes_per_round: int = field(default=20, metadata={"doc": "learner episodes per round"})
-    beta: float = field(default=0.5, metadata={
-        "doc": "probability of executing the expert's action in round 1"})
+    beta: float = field(
+        default=0.5, metadata={"doc": "probability of executing the expert's action in round 1"}
+    )
     beta_decay: float = field(default=0.5, metadata={"doc": "beta multiplier per round"})
-    dart_noise: float = field(default=0.05, metadata={
-        "doc": "Gaussian noise std added to executed actions while collecting"})
+    dart_noise: float = field(
+        default=0.05,
+        metadata={"doc": "Gaussian noise std added to executed actions while collecting"},
+    )
     steps_per_round: int = field(default=1000, metadata={"doc": "gradient steps after each round"})
-    human: str | None = field(default=None, metadata={
-        "doc": "dataset with human take-overs to merge (intervention episodes get "
-               "--intervention-weight)"})
+    human: str | None = field(
+        default=None,
+        metadata={
+            "doc": "dataset with human take-overs to merge (intervention episodes get "
+            "--intervention-weight)"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -181,5 +240,3 @@ class DaggerConfig(GCBCConfig):
     def beta_at(self, round_: int) -> float:
         """beta of round ``round_`` (1-based)."""
         return self.beta * self.beta_decay ** (round_ - 1)
-
-

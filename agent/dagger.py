@@ -42,8 +42,12 @@ DAGGER_SEED_BASE = TRAIN_SEED_BASE + 200_000
 __all__ = ["DAGGER_SEED_BASE", "DaggerConfig", "train_dagger"]
 
 
-def train_dagger(cfg: DaggerConfig, *, env_factory: Callable[[bool], Any] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+def train_dagger(
+    cfg: DaggerConfig,
+    *,
+    env_factory: Callable[[bool], Any] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
     """Run DAgger; returns per-round metrics. The final policy is saved in ``cfg.out``."""
     from agent.evaluate import evaluate
 
@@ -72,12 +76,16 @@ def train_dagger(cfg: DaggerConfig, *, env_factory: Callable[[bool], Any] | None
         env_spec.check(spec)
     spec = env_spec
     if cfg.demos:
-        eps, st = collect_episodes(task, cfg.demos, seed=TRAIN_SEED_BASE, noise=cfg.demo_noise,
-                                   env=env)
+        eps, st = collect_episodes(
+            task, cfg.demos, seed=TRAIN_SEED_BASE, noise=cfg.demo_noise, env=env
+        )
         episodes += eps
         sources.append(f"{cfg.demos} expert demos (noise {cfg.demo_noise})")
-        log.info("collected %d expert demos, expert success %.0f%%", cfg.demos,
-                 100 * np.mean([s.success for s in st]))
+        log.info(
+            "collected %d expert demos, expert success %.0f%%",
+            cfg.demos,
+            100 * np.mean([s.success for s in st]),
+        )
     if not episodes:
         raise Sim2PiError("no initial data: pass --data DIR or --demos N")
     store = EpisodeStore(spec, episodes, intervention_weight=cfg.intervention_weight)
@@ -92,10 +100,18 @@ def train_dagger(cfg: DaggerConfig, *, env_factory: Callable[[bool], Any] | None
     # -- initial BC ------------------------------------------------------------------------------
     policy = build_policy(spec, cfg.policy_config(), store, cfg.seed)
     total = cfg.steps + cfg.rounds * cfg.steps_per_round
-    trainer = Trainer(policy, store, cfg.relabel_config(), lr=cfg.lr,
-                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                      batch_size=cfg.batch_size, total_steps=total, seed=cfg.seed,
-                      skip_reached=cfg.skip_reached)
+    trainer = Trainer(
+        policy,
+        store,
+        cfg.relabel_config(),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip,
+        batch_size=cfg.batch_size,
+        total_steps=total,
+        seed=cfg.seed,
+        skip_reached=cfg.skip_reached,
+    )
     logger = RunLogger(run)
     history: list[dict[str, Any]] = []
     dataset = "; ".join(sources)
@@ -108,21 +124,41 @@ def train_dagger(cfg: DaggerConfig, *, env_factory: Callable[[bool], Any] | None
                 logger.scalars(scalars, trainer.step)
             if progress is not None:
                 progress(label, i + 1, n)
-        log.info("%s: %d steps, %.0f steps/s", label, n,
-                 (trainer.step - s0) / max(time.perf_counter() - t0, 1e-9))
+        log.info(
+            "%s: %d steps, %.0f steps/s",
+            label,
+            n,
+            (trainer.step - s0) / max(time.perf_counter() - t0, 1e-9),
+        )
 
     def judge(round_: int) -> dict[str, Any]:
         if not cfg.eval_episodes:
             return {"round": round_, "data_steps": len(store), "episodes": store.num_episodes}
-        res = evaluate(policy, episodes=cfg.eval_episodes, goals="valid",
-                       description=cfg.description, env_factory=env_factory)
-        logger.scalars({**eval_scalars(res), "charts/dagger_round": round_,
-                        "charts/data_steps": len(store)}, trainer.step)
-        log.info("round %d: success %.1f%% (95%% CI %.1f-%.1f%%), %d steps of data", round_,
-                 100 * res["success_rate"], 100 * res["ci95"][0], 100 * res["ci95"][1],
-                 len(store))
-        return {"round": round_, "data_steps": len(store), "episodes": store.num_episodes,
-                **{k: res[k] for k in ("success_rate", "ci95", "mean_final_distance")}}
+        res = evaluate(
+            policy,
+            episodes=cfg.eval_episodes,
+            goals="valid",
+            description=cfg.description,
+            env_factory=env_factory,
+        )
+        logger.scalars(
+            {**eval_scalars(res), "charts/dagger_round": round_, "charts/data_steps": len(store)},
+            trainer.step,
+        )
+        log.info(
+            "round %d: success %.1f%% (95%% CI %.1f-%.1f%%), %d steps of data",
+            round_,
+            100 * res["success_rate"],
+            100 * res["ci95"][0],
+            100 * res["ci95"][1],
+            len(store),
+        )
+        return {
+            "round": round_,
+            "data_steps": len(store),
+            "episodes": store.num_episodes,
+            **{k: res[k] for k in ("success_rate", "ci95", "mean_final_distance")},
+        }
 
     try:
         fit(cfg.steps, "bc")
@@ -130,19 +166,44 @@ def train_dagger(cfg: DaggerConfig, *, env_factory: Callable[[bool], Any] | None
         for r in range(1, cfg.rounds + 1):
             beta = cfg.beta_at(r)
             seed = DAGGER_SEED_BASE + (r - 1) * cfg.episodes_per_round
-            new, st = collect_episodes(task, cfg.episodes_per_round, seed=seed,
-                                       noise=cfg.dart_noise, policy=policy, beta=beta, env=env)
+            new, st = collect_episodes(
+                task,
+                cfg.episodes_per_round,
+                seed=seed,
+                noise=cfg.dart_noise,
+                policy=policy,
+                beta=beta,
+                env=env,
+            )
             store.extend(new)
-            log.info("round %d: beta %.2f, learner+expert success while collecting %.0f%%", r,
-                     beta, 100 * np.mean([s.success for s in st]))
+            log.info(
+                "round %d: beta %.2f, learner+expert success while collecting %.0f%%",
+                r,
+                beta,
+                100 * np.mean([s.success for s in st]),
+            )
             fit(cfg.steps_per_round, f"round {r}")
             history.append({**judge(r), "beta": beta})
-            save_checkpoint(run, policy, algo="dagger", step=trainer.step,
-                            train_config=cfg.to_dict(), dataset=dataset, seed=cfg.seed,
-                            eval_results={"rounds": history})
-        save_checkpoint(run, policy, algo="dagger", step=trainer.step, train_config=cfg.to_dict(),
-                        dataset=dataset, seed=cfg.seed,
-                        eval_results={**history[-1], "rounds": history})
+            save_checkpoint(
+                run,
+                policy,
+                algo="dagger",
+                step=trainer.step,
+                train_config=cfg.to_dict(),
+                dataset=dataset,
+                seed=cfg.seed,
+                eval_results={"rounds": history},
+            )
+        save_checkpoint(
+            run,
+            policy,
+            algo="dagger",
+            step=trainer.step,
+            train_config=cfg.to_dict(),
+            dataset=dataset,
+            seed=cfg.seed,
+            eval_results={**history[-1], "rounds": history},
+        )
     finally:
         logger.close()
         env.close()

@@ -59,14 +59,19 @@ def check_episode(spec: Spec, ep: Episode, index: int = 0) -> Episode:
         raise DatasetError(f"episode {index} has no 'action' column")
     n = len(ep["action"])
     if n == 0:
-        raise DatasetError(f"episode {index} is empty; drop it or repair the dataset "
-                           "(`sim2pi dataset repair`)")
+        raise DatasetError(
+            f"episode {index} is empty; drop it or repair the dataset (`sim2pi dataset repair`)"
+        )
     out: Episode = {}
     for k, feat in {**spec.observation, "action": spec.action}.items():
         if k not in ep:
-            raise SpecMismatch(k, "presence", "present", "missing",
-                               f"episode {index} lacks it; was the data recorded for task "
-                               f"'{spec.task}'?")
+            raise SpecMismatch(
+                k,
+                "presence",
+                "present",
+                "missing",
+                f"episode {index} lacks it; was the data recorded for task '{spec.task}'?",
+            )
         arr = np.asarray(ep[k])
         if arr.shape != (n, *feat.shape):
             raise SpecMismatch(k, "shape", (n, *feat.shape), arr.shape, f"episode {index}")
@@ -96,8 +101,9 @@ def check_episode(spec: Spec, ep: Episode, index: int = 0) -> Episode:
     return out
 
 
-def compute_stats(spec: Spec, episodes: Sequence[Episode] | EpisodeStore,
-                  config: Any = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def compute_stats(
+    spec: Spec, episodes: Sequence[Episode] | EpisodeStore, config: Any = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-dimension (mean, std) of every per-step vector input of the network (the spec's vector
     features and the derived goal inputs of ``config``, a :class:`agent.policies.PolicyConfig`).
 
@@ -112,8 +118,9 @@ def compute_stats(spec: Spec, episodes: Sequence[Episode] | EpisodeStore,
     else:
         data = {k: np.concatenate([e[k] for e in episodes]) for k in spec.vector_keys}
     with torch.no_grad():
-        raw = vector_inputs(spec, cfg, {k: torch.from_numpy(np.asarray(v, np.float32))
-                                        for k, v in data.items()})
+        raw = vector_inputs(
+            spec, cfg, {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in data.items()}
+        )
     stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for k, v in raw.items():
         x = v.double().numpy()
@@ -138,8 +145,9 @@ class EpisodeStore:
     each step's episode start/end; ``episode`` [N] episode number; ``weight`` [N] sampling weight.
     """
 
-    def __init__(self, spec: Spec, episodes: Sequence[Episode] = (), *,
-                 intervention_weight: float = 1.0):
+    def __init__(
+        self, spec: Spec, episodes: Sequence[Episode] = (), *, intervention_weight: float = 1.0
+    ):
         self.spec = spec
         self.intervention_weight = float(intervention_weight)
         self.keys = [*spec.observation, *STEP_KEYS]
@@ -192,8 +200,9 @@ class EpisodeStore:
         offs = np.arange(-history + 1, 1, dtype=np.int64)
         return np.maximum(idx[:, None] + offs[None, :], self.first[idx][:, None])
 
-    def windows(self, idx: np.ndarray, history: int,
-                desired_goal: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def windows(
+        self, idx: np.ndarray, history: int, desired_goal: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Observation windows {key: [B, H, *shape]}; ``desired_goal`` [B, g] overrides the goal
         in every frame of the window (a relabeled goal is constant over the episode)."""
         w = self.window_indices(np.asarray(idx, np.int64), history)
@@ -203,33 +212,56 @@ class EpisodeStore:
             out[d] = np.repeat(np.asarray(desired_goal, np.float32)[:, None], history, axis=1)
         return out
 
-    def batch(self, idx: np.ndarray, history: int, desired_goal: np.ndarray | None = None,
-              weight: np.ndarray | None = None) -> Batch:
+    def batch(
+        self,
+        idx: np.ndarray,
+        history: int,
+        desired_goal: np.ndarray | None = None,
+        weight: np.ndarray | None = None,
+    ) -> Batch:
         """Windows + actions of ``idx`` as torch tensors."""
-        obs = {k: torch.from_numpy(np.ascontiguousarray(v))
-               for k, v in self.windows(idx, history, desired_goal).items()}
+        obs = {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in self.windows(idx, history, desired_goal).items()
+        }
         act = torch.from_numpy(self.data["action"][idx].astype(np.float32))
         w = torch.ones(len(idx)) if weight is None else torch.as_tensor(weight, dtype=torch.float32)
         return Batch(obs, act, w)
 
     def episodes(self) -> list[Episode]:
         """The stored episodes back as a list of dicts (views into the flat arrays)."""
-        starts = np.flatnonzero(np.r_[True, self.episode[1:] != self.episode[:-1]]) if len(self) \
+        starts = (
+            np.flatnonzero(np.r_[True, self.episode[1:] != self.episode[:-1]])
+            if len(self)
             else np.zeros(0, np.int64)
-        return [{k: v[s:self.last[s] + 1] for k, v in self.data.items()} for s in starts]
+        )
+        return [{k: v[s : self.last[s] + 1] for k, v in self.data.items()} for s in starts]
 
 
-def save_dataset(path: str | Path, spec: Spec, episodes: Sequence[Episode], *,
-                 robot: Any = None, task_text: str | None = None,
-                 overwrite: bool = False) -> Path:
+def save_dataset(
+    path: str | Path,
+    spec: Spec,
+    episodes: Sequence[Episode],
+    *,
+    robot: Any = None,
+    task_text: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write in-memory episodes (e.g. from :func:`agent.rollout.collect_episodes`) as a dataset
     with ``deploy.dataset.DatasetWriter`` (crash-safe LeRobot v3.0 layout)."""
     from deploy.dataset import DatasetWriter
 
-    fps = int(round(spec.control_rate)) or 20
+    fps = round(spec.control_rate) or 20
     text = task_text or f"{spec.task}"
-    cols = [*spec.observation, "action", "action_applied", "reward", "success", "done",
-            "intervention"]
+    cols = [
+        *spec.observation,
+        "action",
+        "action_applied",
+        "reward",
+        "success",
+        "done",
+        "intervention",
+    ]
     with DatasetWriter.create(path, spec, fps, robot=robot, overwrite=overwrite) as w:
         for ep in episodes:
             w.start_episode(text)

@@ -65,11 +65,19 @@ def summarize(stats: list[EpisodeStats]) -> dict[str, Any]:
     }
 
 
-def evaluate(policy: Any, *, episodes: int = 50, goals: str = "heldout",
-             seed_offset: int = 0, description: Any = "rover",
-             env_factory: Callable[[bool], Any] | None = None, video: str | Path | None = None,
-             video_episodes: int = 3, plot: str | Path | None = None,
-             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def evaluate(
+    policy: Any,
+    *,
+    episodes: int = 50,
+    goals: str = "heldout",
+    seed_offset: int = 0,
+    description: Any = "rover",
+    env_factory: Callable[[bool], Any] | None = None,
+    video: str | Path | None = None,
+    video_episodes: int = 3,
+    plot: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Roll ``policy`` out for ``episodes`` episodes on the goal set ``goals``.
 
     Args:
@@ -98,8 +106,9 @@ def evaluate(policy: Any, *, episodes: int = 50, goals: str = "heldout",
     try:
         for i in range(episodes):
             render = venv is not None and i < video_episodes
-            _, st = rollout(venv if render else env, spec, seed=base + i, policy=policy,
-                            render=render)
+            _, st = rollout(
+                venv if render else env, spec, seed=base + i, policy=policy, render=render
+            )
             stats.append(st)
             if progress is not None:
                 progress(i + 1)
@@ -118,8 +127,12 @@ def evaluate(policy: Any, *, episodes: int = 50, goals: str = "heldout",
             write_video(video, frames, fps=round(spec.control_rate or 20))
             result["video"] = str(video)
     if plot is not None:
-        plot_trajectories(plot, stats, title=f"{spec.task}: {result['success_rate']:.0%} success "
-                          f"({result['episodes']} {goals} episodes)")
+        plot_trajectories(
+            plot,
+            stats,
+            title=f"{spec.task}: {result['success_rate']:.0%} success "
+            f"({result['episodes']} {goals} episodes)",
+        )
         result["plot"] = str(plot)
     return result
 
@@ -143,8 +156,9 @@ def write_video(path: str | Path, frames: list[np.ndarray], fps: int = 20) -> Pa
         stream.width, stream.height = w2, h2
         stream.pix_fmt = "yuv420p"
         for f in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:h2, :w2, :3], np.uint8),
-                                               format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(f[:h2, :w2, :3], np.uint8), format="rgb24"
+            )
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

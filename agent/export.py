@@ -70,16 +70,25 @@ def export_onnx(policy: Policy, path: str | Path) -> Path:
     axes = {**{k: {0: "batch"} for k in names}, "action": {0: "batch"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(wrapper, tuple(ex.values()), str(path), input_names=names,
-                          output_names=["action"], dynamic_axes=axes, opset_version=OPSET,
-                          dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            wrapper,
+            tuple(ex.values()),
+            str(path),
+            input_names=names,
+            output_names=["action"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     return path
 
 
-def parity(policy: Policy, onnx_path: str | Path, inputs: dict[str, np.ndarray],
-           batch: int = 256) -> float:
+def parity(
+    policy: Policy, onnx_path: str | Path, inputs: dict[str, np.ndarray], batch: int = 256
+) -> float:
     """Max |torch - onnxruntime| over ``inputs`` ({key: [N, H, ...]}), evaluated in batches."""
     import onnxruntime as ort
 
@@ -89,16 +98,21 @@ def parity(policy: Policy, onnx_path: str | Path, inputs: dict[str, np.ndarray],
     policy.eval()
     with torch.no_grad():
         for i in range(0, n, batch):
-            chunk = {k: np.ascontiguousarray(v[i:i + batch]) for k, v in inputs.items()}
+            chunk = {k: np.ascontiguousarray(v[i : i + batch]) for k, v in inputs.items()}
             ref = policy({k: torch.from_numpy(v) for k, v in chunk.items()}).numpy()
             out = sess.run(["action"], chunk)[0]
             worst = max(worst, float(np.abs(ref - out).max()))
     return worst
 
 
-def export_bundle(policy: Policy, out: str | Path, *, meta: CheckpointMeta | None = None,
-                  parity_inputs: dict[str, np.ndarray] | None = None,
-                  tolerance: float = 1e-5) -> dict[str, Any]:
+def export_bundle(
+    policy: Policy,
+    out: str | Path,
+    *,
+    meta: CheckpointMeta | None = None,
+    parity_inputs: dict[str, np.ndarray] | None = None,
+    tolerance: float = 1e-5,
+) -> dict[str, Any]:
     """Write ``out/policy.onnx`` and ``out/bundle.json``; returns a summary.
 
     With ``parity_inputs`` the exported graph is compared with torch on them and a difference
@@ -114,26 +128,42 @@ def export_bundle(policy: Policy, out: str | Path, *, meta: CheckpointMeta | Non
         n = len(next(iter(parity_inputs.values())))
         summary.update(parity_max_abs_diff=diff, parity_samples=n)
         if diff > tolerance:
-            raise BundleError(f"exported graph differs from torch by {diff:.2e} > {tolerance:.0e} "
-                              f"on {n} observations; do not deploy it (report this as a bug)")
+            raise BundleError(
+                f"exported graph differs from torch by {diff:.2e} > {tolerance:.0e} "
+                f"on {n} observations; do not deploy it (report this as a bug)"
+            )
     cfg = policy.config
     training: dict[str, Any] = {}
     if meta is not None:
-        training = {"algo": meta.algo, "dataset": meta.dataset, "commit": meta.commit,
-                    "steps": meta.step, "seed": meta.seed, "eval": meta.eval,
-                    "created": meta.created}
+        training = {
+            "algo": meta.algo,
+            "dataset": meta.dataset,
+            "commit": meta.commit,
+            "steps": meta.step,
+            "seed": meta.seed,
+            "eval": meta.eval,
+            "created": meta.created,
+        }
     if "parity_max_abs_diff" in summary:
-        training["export_parity"] = {"max_abs_diff": summary["parity_max_abs_diff"],
-                                     "samples": summary["parity_samples"]}
-    write_bundle_json(out, policy.spec, cfg.history, control_rate=policy.spec.control_rate,
-                      policy={"arch": cfg.arch, "head": cfg.head, **cfg.to_dict()},
-                      training=training)
+        training["export_parity"] = {
+            "max_abs_diff": summary["parity_max_abs_diff"],
+            "samples": summary["parity_samples"],
+        }
+    write_bundle_json(
+        out,
+        policy.spec,
+        cfg.history,
+        control_rate=policy.spec.control_rate,
+        policy={"arch": cfg.arch, "head": cfg.head, **cfg.to_dict()},
+        training=training,
+    )
     summary["bundle"] = str(out)
     return summary
 
 
-def dataset_windows(policy: Policy, episodes: list[dict[str, np.ndarray]],
-                    n: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+def dataset_windows(
+    policy: Policy, episodes: list[dict[str, np.ndarray]], n: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
     """``n`` observation windows drawn from episodes (for the parity check)."""
     from agent.data import EpisodeStore
 
@@ -143,8 +173,14 @@ def dataset_windows(policy: Policy, episodes: list[dict[str, np.ndarray]],
     return store.windows(idx, policy.config.history)
 
 
-def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = None,
-               samples: int = 1000, tolerance: float = 1e-5) -> dict[str, Any]:
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    samples: int = 1000,
+    tolerance: float = 1e-5,
+) -> dict[str, Any]:
     """``sim2pi export``: load ``run``'s checkpoint, export it, check parity on ``samples``
     observations from ``data`` (the run's dataset if it was on disk), else on random inputs."""
     policy, meta = load_policy(run)

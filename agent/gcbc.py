@@ -58,9 +58,20 @@ class TrainResult:
 class Trainer:
     """Gradient steps of a policy on an :class:`EpisodeStore` with relabeling (GC-BC, DAgger)."""
 
-    def __init__(self, policy: Policy, store: EpisodeStore, relabel: RelabelConfig, *, lr: float,
-                 weight_decay: float, grad_clip: float, batch_size: int, total_steps: int,
-                 seed: int, skip_reached: bool = True):
+    def __init__(
+        self,
+        policy: Policy,
+        store: EpisodeStore,
+        relabel: RelabelConfig,
+        *,
+        lr: float,
+        weight_decay: float,
+        grad_clip: float,
+        batch_size: int,
+        total_steps: int,
+        seed: int,
+        skip_reached: bool = True,
+    ):
         self.policy = policy
         self.store = store
         self.relabeler = Relabeler(store.spec, relabel)
@@ -86,8 +97,16 @@ class Trainer:
         frac = 0.0
         if s.spec.goal_keys is not None:
             a, d = s.spec.goal_keys
-            r = self.relabeler(idx, s.data[a], s.data[d], s.data["reward"], s.data["success"],
-                               s.first, s.last, self.rng)
+            r = self.relabeler(
+                idx,
+                s.data[a],
+                s.data[d],
+                s.data["reward"],
+                s.data["success"],
+                s.first,
+                s.last,
+                self.rng,
+            )
             goal, frac = r.desired_goal, float(r.relabeled.mean())
             if self.skip_reached:
                 # Relabeling makes many steps whose goal is already reached (e.g. turning in
@@ -110,13 +129,21 @@ class Trainer:
             gnorm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip))
         self.opt.step()
         self.step += 1
-        return {"losses/bc": float(loss.detach()), "charts/lr": self.opt.param_groups[0]["lr"],
-                "charts/relabeled_fraction": frac, "losses/grad_norm": gnorm}
+        return {
+            "losses/bc": float(loss.detach()),
+            "charts/lr": self.opt.param_groups[0]["lr"],
+            "charts/relabeled_fraction": frac,
+            "losses/grad_norm": gnorm,
+        }
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume bit-for-bit (optimizer, RNGs, step)."""
-        return {"optimizer": self.opt.state_dict(), "step": self.step,
-                "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        return {
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def load_state(self, st: dict[str, Any]) -> None:
         self.opt.load_state_dict(st["optimizer"])
@@ -165,16 +192,24 @@ class RunLogger:
 
 def eval_scalars(result: dict[str, Any]) -> dict[str, float | None]:
     """TensorBoard scalars of an evaluation result."""
-    return {"charts/success_rate": result["success_rate"],
-            "charts/success_ci_low": result["ci95"][0],
-            "charts/mean_final_distance": result["mean_final_distance"],
-            "charts/mean_steps_to_success": result["mean_steps_to_success"]}
+    return {
+        "charts/success_rate": result["success_rate"],
+        "charts/success_ci_low": result["ci95"][0],
+        "charts/mean_final_distance": result["mean_final_distance"],
+        "charts/mean_steps_to_success": result["mean_steps_to_success"],
+    }
 
 
-def train(cfg: GCBCConfig, *, episodes: Sequence[dict[str, np.ndarray]] | None = None,
-          spec: Spec | None = None, env_factory: Callable[[bool], Any] | None = None,
-          progress: Callable[[int, int, dict[str, float]], None] | None = None,
-          algo: str = "gcbc", policy: Policy | None = None) -> TrainResult:
+def train(
+    cfg: GCBCConfig,
+    *,
+    episodes: Sequence[dict[str, np.ndarray]] | None = None,
+    spec: Spec | None = None,
+    env_factory: Callable[[bool], Any] | None = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    algo: str = "gcbc",
+    policy: Policy | None = None,
+) -> TrainResult:
     """Train GC-BC on ``cfg.data`` (or in-memory ``episodes`` with their ``spec``).
 
     ``env_factory(render) -> env`` replaces the registered env for evaluation (toy tasks in tests).
@@ -193,32 +228,49 @@ def train(cfg: GCBCConfig, *, episodes: Sequence[dict[str, np.ndarray]] | None =
             raise Sim2PiError("in-memory episodes need their spec")
         dataset = cfg.data or "in-memory"
     if run.exists() and (run / "checkpoint.json").exists() and not cfg.resume and policy is None:
-        raise Sim2PiError(f"'{run}' already holds a run; pass --resume to continue it or choose "
-                          "another --out")
+        raise Sim2PiError(
+            f"'{run}' already holds a run; pass --resume to continue it or choose another --out"
+        )
     run.mkdir(parents=True, exist_ok=True)
     store = EpisodeStore(spec, episodes, intervention_weight=cfg.intervention_weight)
     if cfg.relabel != "none" and spec.goal_keys is None:
         log.info("task '%s' is not goal-conditioned: relabeling is off", spec.task)
         cfg.relabel = "none"
-    log.info("GC-BC on %s: %d episodes, %d steps of data, task %s; config %s", dataset,
-             store.num_episodes, len(store), spec.task, json.dumps(cfg.to_dict()))
+    log.info(
+        "GC-BC on %s: %d episodes, %d steps of data, task %s; config %s",
+        dataset,
+        store.num_episodes,
+        len(store),
+        spec.task,
+        json.dumps(cfg.to_dict()),
+    )
     (run / "config.json").write_text(json.dumps({"algo": algo, **cfg.to_dict()}, indent=2))
 
     pcfg = cfg.policy_config()
     if policy is None:
         policy = build_policy(spec, pcfg, store, cfg.seed)
-    trainer = Trainer(policy, store, cfg.relabel_config(), lr=cfg.lr,
-                      weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                      batch_size=cfg.batch_size, total_steps=cfg.steps, seed=cfg.seed,
-                      skip_reached=cfg.skip_reached)
+    trainer = Trainer(
+        policy,
+        store,
+        cfg.relabel_config(),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip,
+        batch_size=cfg.batch_size,
+        total_steps=cfg.steps,
+        seed=cfg.seed,
+        skip_reached=cfg.skip_reached,
+    )
     if cfg.resume and (run / "checkpoint.json").exists():
         meta = read_meta(run)
         if meta.algo != algo:
             raise Sim2PiError(f"'{run}' holds a '{meta.algo}' run, not '{algo}'")
         loaded, _ = load_policy(run)
         if loaded.config != pcfg:
-            raise Sim2PiError(f"--resume with a different network: the run has {meta.policy}, "
-                              f"the options give {pcfg}; use the run's options")
+            raise Sim2PiError(
+                f"--resume with a different network: the run has {meta.policy}, "
+                f"the options give {pcfg}; use the run's options"
+            )
         policy.load_state_dict(loaded.state_dict())
         st = load_trainer_state(run)
         if st is not None:
@@ -232,19 +284,37 @@ def train(cfg: GCBCConfig, *, episodes: Sequence[dict[str, np.ndarray]] | None =
     start = trainer.step
 
     def checkpoint(eval_results: dict[str, Any] | None = None) -> None:
-        save_checkpoint(run, policy, algo=algo, step=trainer.step, train_config=cfg.to_dict(),
-                        dataset=dataset, seed=cfg.seed, eval_results=eval_results,
-                        trainer_state=trainer.state())
+        save_checkpoint(
+            run,
+            policy,
+            algo=algo,
+            step=trainer.step,
+            train_config=cfg.to_dict(),
+            dataset=dataset,
+            seed=cfg.seed,
+            eval_results=eval_results,
+            trainer_state=trainer.state(),
+        )
 
     def run_eval() -> dict[str, Any]:
         from agent.evaluate import evaluate
 
-        res = evaluate(policy, episodes=cfg.eval_episodes, goals="valid",
-                       description=cfg.description, env_factory=env_factory)
+        res = evaluate(
+            policy,
+            episodes=cfg.eval_episodes,
+            goals="valid",
+            description=cfg.description,
+            env_factory=env_factory,
+        )
         logger.scalars(eval_scalars(res), trainer.step)
-        log.info("step %d: success %.1f%% (95%% CI %.1f-%.1f%%) over %d validation episodes",
-                 trainer.step, 100 * res["success_rate"], 100 * res["ci95"][0],
-                 100 * res["ci95"][1], res["episodes"])
+        log.info(
+            "step %d: success %.1f%% (95%% CI %.1f-%.1f%%) over %d validation episodes",
+            trainer.step,
+            100 * res["success_rate"],
+            100 * res["ci95"][0],
+            100 * res["ci95"][1],
+            res["episodes"],
+        )
         return res
 
     try:
@@ -268,7 +338,12 @@ def train(cfg: GCBCConfig, *, episodes: Sequence[dict[str, np.ndarray]] | None =
         checkpoint(metrics.get("eval"))
     finally:
         logger.close()
-    log.info("trained %d steps in %.1f s (%.0f steps/s); run in %s", trainer.step - start,
-             metrics.get("train_seconds", 0.0), metrics.get("steps_per_second", 0.0), run)
+    log.info(
+        "trained %d steps in %.1f s (%.0f steps/s); run in %s",
+        trainer.step - start,
+        metrics.get("train_seconds", 0.0),
+        metrics.get("steps_per_second", 0.0),
+        run,
+    )
     policy.eval()
     return TrainResult(policy, run, trainer.step, metrics)

@@ -269,7 +269,7 @@ class SacHer:
                 keep = torch.ones(a_demo.shape[0])
             bc = (keep * ((mean_a - a_demo) ** 2).sum(-1)).sum() / keep.sum().clamp(min=1.0)
             loss = loss + cfg.bc_weight * bc
-            out["losses/bc"] = float(bc)
+            out["losses/bc"] = float(bc.detach())
             out["charts/q_filter_kept"] = float(keep.mean())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -290,7 +290,8 @@ class SacHer:
 
 
 def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: int,
-                     goal_dim: int, act_dim: int, reward_fn: Any, success_fn: Any) -> EpisodeReplay:
+                     goal_dim: int, act_dim: int, reward_fn: Any, success_fn: Any,
+                     spec: Spec | None = None) -> EpisodeReplay:
     """Read demonstration episodes (``deploy.dataset``) into their own HER replay.
 
     A dataset row holds an observation and the action taken from it, so an episode of ``L`` rows
@@ -298,7 +299,9 @@ def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: 
     """
     from deploy.dataset import Dataset
 
-    ds = Dataset.open(path)
+    ds = Dataset.open(path, load_images=False)
+    if spec is not None:
+        ds.spec.check(spec)  # names the feature (or the robot) that differs
     n_eps = _num_episodes(ds)
     if n_eps == 0:
         raise Sim2PiError(f"the demo dataset '{path}' has no episodes; record some with "
@@ -322,10 +325,11 @@ def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: 
         n = min(n, max_steps)
         episodes.append((obs[: n + 1], ag[: n + 1], dg[:n], act[:n]))
         total += n
-    replay = EpisodeReplay(obs_dim, goal_dim, act_dim, max_steps, max(total, max_steps) +
-                           max_steps, reward_fn=reward_fn, success_fn=success_fn,
-                           terminate_on_success=cfg.terminate_on_success, strategy=cfg.strategy,
-                           k=cfg.her_k, seed=cfg.seed + 1)
+    # one slot of max_steps per episode, so no demo is ever evicted
+    replay = EpisodeReplay(obs_dim, goal_dim, act_dim, max_steps,
+                           max(len(episodes), 1) * max_steps, reward_fn=reward_fn,
+                           success_fn=success_fn, terminate_on_success=cfg.terminate_on_success,
+                           strategy=cfg.strategy, k=cfg.her_k, seed=cfg.seed + 1)
     for e in episodes:
         replay.add_episode(*e)
     log.info("loaded %d demo episodes (%d transitions) from %s", len(episodes), total, path)
@@ -463,14 +467,16 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
     try:
         agent = SacHer(spec, cfg)
         od, gd, ad = agent.obs_dim, agent.goal_dim, agent.act_dim
+        # the env's own vectorized compute_reward, from an env living in this process
+        reward_fn = (eval_envs or envs).compute_reward
         replay = EpisodeReplay(od, gd, ad, max_steps, cfg.buffer_size,
-                               reward_fn=envs.compute_reward, success_fn=success_fn,
+                               reward_fn=reward_fn, success_fn=success_fn,
                                terminate_on_success=cfg.terminate_on_success,
                                strategy=cfg.strategy, k=cfg.her_k, seed=cfg.seed)
         demo = None
         if cfg.demos:
-            demo = load_demo_replay(cfg.demos, cfg, max_steps, od, gd, ad, envs.compute_reward,
-                                    success_fn)
+            demo = load_demo_replay(cfg.demos, cfg, max_steps, od, gd, ad, reward_fn,
+                                    success_fn, spec=spec)
             _update_stats_from(agent, demo)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
@@ -494,7 +500,7 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
             now = time.perf_counter() - t_start - eval_time
             if now >= budget:
                 break
-            if env_steps < cfg.learning_starts and demo is None:
+            if env_steps < cfg.learning_starts:
                 actions = rng.uniform(-1.0, 1.0, (cfg.envs, ad)).astype(np.float32)
             else:
                 actions = agent.act(obs, deterministic=False)
@@ -552,6 +558,8 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
                          train_time, ev["success_rate"], ev["return"])
                 if eval_callback is not None:
                     eval_callback(row)
+                if out is not None:  # keep the latest actor on disk during long runs
+                    save_run(out, agent, env_steps, row)
                 if (cfg.target_success is not None and time_to_target is None
                         and ev["success_rate"] >= cfg.target_success):
                     time_to_target = train_time

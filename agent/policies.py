@@ -64,14 +64,18 @@ def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU, last_act: bool = True)
 class ImageEncoder(nn.Module):
     """A small CNN for 64x64 frames: three strided convs, then a linear embedding."""
 
-    def __init__(self, in_channels: int, height: int, width: int, channels: tuple[int, ...],
-                 embed: int):
+    def __init__(
+        self, in_channels: int, height: int, width: int, channels: tuple[int, ...], embed: int
+    ):
         super().__init__()
         c1, c2, c3 = channels
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, c1, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1),
+            nn.ReLU(),
         )
         with torch.no_grad():
             n = self.conv(torch.zeros(1, in_channels, height, width)).numel()
@@ -115,8 +119,9 @@ class DeterministicHead(Head):
 class GMMHead(Head):
     """A mixture of K diagonal Gaussians trained by negative log-likelihood."""
 
-    def __init__(self, in_dim: int, act_dim: int, modes: int, min_log_std: float,
-                 max_log_std: float):
+    def __init__(
+        self, in_dim: int, act_dim: int, modes: int, min_log_std: float, max_log_std: float
+    ):
         super().__init__()
         self.k, self.d = modes, act_dim
         self.min_log_std, self.max_log_std = min_log_std, max_log_std
@@ -126,9 +131,9 @@ class GMMHead(Head):
         """(logits [B, K], means [B, K, D], log_stds [B, K, D])."""
         out = self.linear(feat)
         logits = out[:, : self.k]
-        rest = out[:, self.k:].reshape(-1, self.k, 2 * self.d)
+        rest = out[:, self.k :].reshape(-1, self.k, 2 * self.d)
         means = rest[..., : self.d]
-        log_std = rest[..., self.d:].clamp(self.min_log_std, self.max_log_std)
+        log_std = rest[..., self.d :].clamp(self.min_log_std, self.max_log_std)
         return logits, means, log_std
 
     def nll(self, feat: Tensor, u: Tensor) -> Tensor:
@@ -156,9 +161,14 @@ class DiscreteHead(Head):
         self.d, self.bins = act_dim, bins
         self.first = nn.Linear(in_dim, bins)
         self.embeds = nn.ModuleList([nn.Embedding(bins, embed) for _ in range(act_dim - 1)])
-        self.rest = nn.ModuleList([
-            nn.Sequential(nn.Linear(in_dim + (i + 1) * embed, hidden), nn.ReLU(),
-                          nn.Linear(hidden, bins)) for i in range(act_dim - 1)])
+        self.rest = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Linear(in_dim + (i + 1) * embed, hidden), nn.ReLU(), nn.Linear(hidden, bins)
+                )
+                for i in range(act_dim - 1)
+            ]
+        )
         self.register_buffer("centers", torch.linspace(-1.0, 1.0, bins))
 
     def to_bins(self, u: Tensor) -> Tensor:
@@ -177,8 +187,9 @@ class DiscreteHead(Head):
     def nll(self, feat: Tensor, u: Tensor) -> Tensor:
         target = self.to_bins(u)
         logits = self.logits(feat, target)
-        return sum(F.cross_entropy(lg, target[:, i], reduction="none")
-                   for i, lg in enumerate(logits))  # type: ignore[return-value]
+        return sum(
+            F.cross_entropy(lg, target[:, i], reduction="none") for i, lg in enumerate(logits)
+        )  # type: ignore[return-value]
 
     def decode(self, feat: Tensor) -> Tensor:
         chosen = [torch.argmax(self.first(feat), dim=-1)]
@@ -201,7 +212,7 @@ class TanhGaussianHead(Head):
     def params(self, feat: Tensor) -> tuple[Tensor, Tensor]:
         """(mean, log_std), each [B, D], pre-squash."""
         out = self.linear(feat)
-        mean, log_std = out[:, : self.d], out[:, self.d:]
+        mean, log_std = out[:, : self.d], out[:, self.d :]
         # Soft clamp of log std into [min, max] (as in common SAC implementations).
         log_std = torch.tanh(log_std)
         log_std = self.min_log_std + 0.5 * (self.max_log_std - self.min_log_std) * (log_std + 1)
@@ -282,16 +293,23 @@ class Policy(nn.Module):
         """Install normalization statistics {key: (mean, std)} (see agent.data.compute_stats)."""
         for k in self.stat_keys:
             if k not in stats:
-                raise Sim2PiError(f"normalization statistics lack '{k}'; recompute them with "
-                                  "agent.data.compute_stats for this spec")
+                raise Sim2PiError(
+                    f"normalization statistics lack '{k}'; recompute them with "
+                    "agent.data.compute_stats for this spec"
+                )
             mean, std = (torch.as_tensor(np.asarray(v, np.float32)) for v in stats[k])
             getattr(self, _mean_name(k)).copy_(mean)
             getattr(self, _std_name(k)).copy_(std)
 
     def get_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The installed normalization statistics as numpy arrays."""
-        return {k: (getattr(self, _mean_name(k)).numpy().copy(),
-                    getattr(self, _std_name(k)).numpy().copy()) for k in self.stat_keys}
+        return {
+            k: (
+                getattr(self, _mean_name(k)).numpy().copy(),
+                getattr(self, _std_name(k)).numpy().copy(),
+            )
+            for k in self.stat_keys
+        }
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -310,8 +328,10 @@ class Policy(nn.Module):
         """Trunk features [B, F] of an observation window (inputs [B, H, *shape])."""
         cfg = self.config
         raw = vector_inputs(self.spec, cfg, obs)
-        parts = [(raw[k] - getattr(self, _mean_name(k))) / getattr(self, _std_name(k))
-                 for k in self.stat_keys]
+        parts = [
+            (raw[k] - getattr(self, _mean_name(k))) / getattr(self, _std_name(k))
+            for k in self.stat_keys
+        ]
         steps = torch.cat(parts, dim=-1) if parts else None  # [B, H, step_dim]
         imgs = []
         for k in self.image_keys:
@@ -406,7 +426,12 @@ def vector_inputs(spec: Spec, cfg: PolicyConfig, obs: dict[str, Tensor]) -> dict
         if EGO_PREFIX + d in dims:
             ix, iy, ic, is_ = _pose_index(spec)  # type: ignore[misc]
             o = obs["observation"].float()
-            x, y, c, s = o[..., ix:ix + 1], o[..., iy:iy + 1], o[..., ic:ic + 1], o[..., is_:is_ + 1]
+            x, y, c, s = (
+                o[..., ix : ix + 1],
+                o[..., iy : iy + 1],
+                o[..., ic : ic + 1],
+                o[..., is_ : is_ + 1],
+            )
             for k in (d, a):
                 p = obs[k].float()
                 dx, dy = p[..., 0:1] - x, p[..., 1:2] - y

@@ -38,9 +38,16 @@ from hardware.tasks import compute_reward, is_success
 STRATEGIES = ("none", "final", "future", "geometric", "episode")
 
 
-def goal_indices(strategy: str, t: np.ndarray, end: np.ndarray, rng: np.random.Generator, *,
-                 start: np.ndarray | int = 0, gamma: float = 0.98,
-                 min_offset: int = 0) -> np.ndarray:
+def goal_indices(
+    strategy: str,
+    t: np.ndarray,
+    end: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    start: np.ndarray | int = 0,
+    gamma: float = 0.98,
+    min_offset: int = 0,
+) -> np.ndarray:
     """Indices of the achieved goals to relabel steps ``t`` with (see the module table).
 
     Args:
@@ -73,17 +80,25 @@ def goal_indices(strategy: str, t: np.ndarray, end: np.ndarray, rng: np.random.G
 class RelabelConfig:
     """How goals are relabeled."""
 
-    strategy: str = field(default="future", metadata={
-        "doc": "goal strategy: none | final | future | geometric | episode"})
-    ratio: float = field(default=0.8, metadata={
-        "doc": "fraction of sampled steps whose goal is relabeled (0..1)"})
-    gamma: float = field(default=0.98, metadata={
-        "doc": "geometric strategy: offset ~ Geometric(1 - gamma), mean 1/(1-gamma) steps"})
+    strategy: str = field(
+        default="future",
+        metadata={"doc": "goal strategy: none | final | future | geometric | episode"},
+    )
+    ratio: float = field(
+        default=0.8, metadata={"doc": "fraction of sampled steps whose goal is relabeled (0..1)"}
+    )
+    gamma: float = field(
+        default=0.98,
+        metadata={
+            "doc": "geometric strategy: offset ~ Geometric(1 - gamma), mean 1/(1-gamma) steps"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise Sim2PiError(f"unknown relabeling strategy '{self.strategy}'; choose one of "
-                              f"{list(STRATEGIES)}")
+            raise Sim2PiError(
+                f"unknown relabeling strategy '{self.strategy}'; choose one of {list(STRATEGIES)}"
+            )
         if not 0.0 <= self.ratio <= 1.0:
             raise Sim2PiError(f"relabel ratio must be in [0, 1], got {self.ratio}")
         if not 0.0 <= self.gamma < 1.0:
@@ -114,13 +129,23 @@ class Relabeler:
         self.config = config or RelabelConfig()
         self.task = spec.task
         if spec.goal_keys is None and self.config.strategy != "none":
-            raise Sim2PiError(f"task '{spec.task}' is not goal-conditioned (its spec has no "
-                              "achieved_goal/desired_goal); use --relabel none")
+            raise Sim2PiError(
+                f"task '{spec.task}' is not goal-conditioned (its spec has no "
+                "achieved_goal/desired_goal); use --relabel none"
+            )
         self.goal_keys = spec.goal_keys
 
-    def __call__(self, idx: np.ndarray, achieved: np.ndarray, desired: np.ndarray,
-                 reward: np.ndarray, success: np.ndarray, first: np.ndarray, last: np.ndarray,
-                 rng: np.random.Generator) -> Relabeled:
+    def __call__(
+        self,
+        idx: np.ndarray,
+        achieved: np.ndarray,
+        desired: np.ndarray,
+        reward: np.ndarray,
+        success: np.ndarray,
+        first: np.ndarray,
+        last: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Relabeled:
         """Relabel the flat steps ``idx`` [B]; recorded arrays are left untouched."""
         cfg = self.config
         idx = np.asarray(idx, np.int64)

@@ -82,8 +82,12 @@ def make_env(task: str, description: Any = "rover", *, render: bool = False, **k
 
     import sim  # noqa: F401  (registers the envs)
 
-    return gym.make(task_info(task).env_id, description=description,
-                    render_mode="rgb_array" if render else None, **kwargs)
+    return gym.make(
+        task_info(task).env_id,
+        description=description,
+        render_mode="rgb_array" if render else None,
+        **kwargs,
+    )
 
 
 def _xy(obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
@@ -92,10 +96,19 @@ def _xy(obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
     return np.asarray(obs["observation"], np.float32)[:2]
 
 
-def rollout(env: Any, spec: Spec, *, seed: int | None = None, policy: Any = None,
-            expert: Any = None, beta: float = 0.0, noise: float = 0.0,
-            rng: np.random.Generator | None = None, render: bool = False,
-            max_steps: int | None = None) -> tuple[dict[str, np.ndarray], EpisodeStats]:
+def rollout(
+    env: Any,
+    spec: Spec,
+    *,
+    seed: int | None = None,
+    policy: Any = None,
+    expert: Any = None,
+    beta: float = 0.0,
+    noise: float = 0.0,
+    rng: np.random.Generator | None = None,
+    render: bool = False,
+    max_steps: int | None = None,
+) -> tuple[dict[str, np.ndarray], EpisodeStats]:
     """Run one episode; returns (episode dict, stats). See the module docstring."""
     if policy is None and expert is None:
         raise ValueError("rollout needs a policy, an expert, or both")
@@ -107,8 +120,10 @@ def rollout(env: Any, spec: Spec, *, seed: int | None = None, policy: Any = None
         expert.reset()
     buf.reset(obs)
     keys = list(spec.observation)
-    rec: dict[str, list[Any]] = {k: [] for k in [*keys, "action", "action_applied", "reward",
-                                                 "success", "done", "intervention"]}
+    rec: dict[str, list[Any]] = {
+        k: []
+        for k in [*keys, "action", "action_applied", "reward", "success", "done", "intervention"]
+    }
     traj = [_xy(obs, info)]
     frames = [env.render()] if render else []
     steps_to_success: int | None = None
@@ -162,18 +177,33 @@ def rollout(env: Any, spec: Spec, *, seed: int | None = None, policy: Any = None
         final = float(info.get("true_distance", np.nan))
         goal = None
     td = info.get("true_distance")
-    stats = EpisodeStats(seed=seed, success=bool(success), steps=t,
-                         steps_to_success=steps_to_success, final_distance=final,
-                         true_final_distance=None if td is None else float(td),
-                         trajectory=np.asarray(traj), goal=goal, frames=frames)
+    stats = EpisodeStats(
+        seed=seed,
+        success=bool(success),
+        steps=t,
+        steps_to_success=steps_to_success,
+        final_distance=final,
+        true_final_distance=None if td is None else float(td),
+        trajectory=np.asarray(traj),
+        goal=goal,
+        frames=frames,
+    )
     return ep, stats
 
 
-def collect_episodes(task: str, n: int, *, description: Any = "rover", seed: int = TRAIN_SEED_BASE,
-                     noise: float = 0.0, policy: Any = None,
-                     beta: float = 1.0, only_success: bool = False,
-                     progress: Callable[[int], None] | None = None,
-                     env: Any = None) -> tuple[list[dict[str, np.ndarray]], list[EpisodeStats]]:
+def collect_episodes(
+    task: str,
+    n: int,
+    *,
+    description: Any = "rover",
+    seed: int = TRAIN_SEED_BASE,
+    noise: float = 0.0,
+    policy: Any = None,
+    beta: float = 1.0,
+    only_success: bool = False,
+    progress: Callable[[int], None] | None = None,
+    env: Any = None,
+) -> tuple[list[dict[str, np.ndarray]], list[EpisodeStats]]:
     """Collect ``n`` episodes with the scripted expert (``beta=1``) or a policy/expert mixture.
 
     ``noise`` (DART) is added to the executed action while the stored label stays the expert's
@@ -190,8 +220,16 @@ def collect_episodes(task: str, n: int, *, description: Any = "rover", seed: int
     eps, stats = [], []
     try:
         for i in range(n):
-            ep, st = rollout(env, spec, seed=seed + i, policy=policy, expert=expert, beta=beta,
-                             noise=noise, rng=rng)
+            ep, st = rollout(
+                env,
+                spec,
+                seed=seed + i,
+                policy=policy,
+                expert=expert,
+                beta=beta,
+                noise=noise,
+                rng=rng,
+            )
             if progress is not None:
                 progress(i + 1)
             stats.append(st)

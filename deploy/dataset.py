@@ -211,11 +211,18 @@ def build_features(spec: Spec) -> dict[str, dict[str, Any]]:
     feats: dict[str, dict[str, Any]] = {}
     for f in spec.observation.values():
         if f.is_image:
-            feats[f.dataset_key] = {"dtype": "video", "shape": list(f.shape),
-                                    "names": ["height", "width", "channels"], "info": None}
+            feats[f.dataset_key] = {
+                "dtype": "video",
+                "shape": list(f.shape),
+                "names": ["height", "width", "channels"],
+                "info": None,
+            }
         else:
-            feats[f.dataset_key] = {"dtype": f.dtype, "shape": list(f.shape),
-                                    "names": list(f.names) if f.names else None}
+            feats[f.dataset_key] = {
+                "dtype": f.dtype,
+                "shape": list(f.shape),
+                "names": list(f.names) if f.names else None,
+            }
     a = spec.action
     names = list(a.names) if a.names else None
     feats["action"] = {"dtype": a.dtype, "shape": list(a.shape), "names": names}
@@ -291,8 +298,10 @@ def episodes_schema(features: Mapping[str, Mapping[str, Any]]) -> pa.Schema:
             pa.field(f"videos/{vk}/from_timestamp", pa.float64()),
             pa.field(f"videos/{vk}/to_timestamp", pa.float64()),
         ]
-    fields += [pa.field("meta/episodes/chunk_index", pa.int64()),
-               pa.field("meta/episodes/file_index", pa.int64())]
+    fields += [
+        pa.field("meta/episodes/chunk_index", pa.int64()),
+        pa.field("meta/episodes/file_index", pa.int64()),
+    ]
     for key, ft in features.items():
         for stat in STAT_KEYS:
             fields.append(pa.field(f"stats/{key}/{stat}", _stat_type(ft, stat)))
@@ -346,7 +355,9 @@ def numeric_stats(arr: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def aggregate_stats(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+def aggregate_stats(
+    stats_list: list[dict[str, dict[str, np.ndarray]]],
+) -> dict[str, dict[str, np.ndarray]]:
     """Combine per-episode stats: min of mins, max of maxes, count-weighted mean, pooled variance;
     quantiles are count-weighted means of the episodes' quantiles (LeRobot does the same)."""
     keys: list[str] = []
@@ -360,8 +371,10 @@ def aggregate_stats(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[
         means = np.stack([np.asarray(s["mean"], np.float64) for s in items])
         w = counts.reshape(-1, *([1] * (means.ndim - 1)))
         mean = (means * w).sum(axis=0) / total
-        var = ((np.stack([np.asarray(s["std"], np.float64) for s in items]) ** 2
-                + (means - mean) ** 2) * w).sum(axis=0) / total
+        var = (
+            (np.stack([np.asarray(s["std"], np.float64) for s in items]) ** 2 + (means - mean) ** 2)
+            * w
+        ).sum(axis=0) / total
         agg = {
             "min": np.min(np.stack([np.asarray(s["min"], np.float64) for s in items]), axis=0),
             "max": np.max(np.stack([np.asarray(s["max"], np.float64) for s in items]), axis=0),
@@ -371,7 +384,9 @@ def aggregate_stats(stats_list: list[dict[str, dict[str, np.ndarray]]]) -> dict[
         }
         for q in QUANTILE_KEYS:
             if all(q in s for s in items):
-                agg[q] = (np.stack([np.asarray(s[q], np.float64) for s in items]) * w).sum(axis=0) / total
+                agg[q] = (np.stack([np.asarray(s[q], np.float64) for s in items]) * w).sum(
+                    axis=0
+                ) / total
         out[key] = agg
     return out
 
@@ -388,8 +403,10 @@ def stats_to_json(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, di
 
 
 def stats_from_json(obj: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
-    return {k: {s: np.asarray(v, dtype=np.float64 if s != "count" else np.int64)
-                for s, v in d.items()} for k, d in obj.items()}
+    return {
+        k: {s: np.asarray(v, dtype=np.float64 if s != "count" else np.int64) for s, v in d.items()}
+        for k, d in obj.items()
+    }
 
 
 def row_stats(row: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
@@ -420,21 +437,39 @@ def tasks_table(tasks: list[str]) -> pa.Table:
     schema = pa.schema([pa.field("task_index", pa.int64()), pa.field("task", pa.string())])
     pandas_meta = {
         "index_columns": ["task"],
-        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
-                            "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64",
-             "numpy_type": "int64", "metadata": None},
-            {"name": "task", "field_name": "task", "pandas_type": "unicode",
-             "numpy_type": "object", "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": "task",
+                "field_name": "task",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
         ],
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.0",
     }
     # metadata attached after construction: building a table from a schema with pandas metadata
     # imports pandas when it is installed (slow), and the Pi has no pandas anyway
-    t = pa.Table.from_arrays([pa.array(range(len(tasks)), pa.int64()), pa.array(tasks, pa.string())],
-                             schema=schema)
+    t = pa.Table.from_arrays(
+        [pa.array(range(len(tasks)), pa.int64()), pa.array(tasks, pa.string())], schema=schema
+    )
     return t.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
@@ -452,11 +487,14 @@ def read_tasks(root: Path) -> list[str]:
     except Exception as e:
         raise DatasetError(f"{TASKS_PATH}: cannot read ({type(e).__name__}: {e})") from None
     if "task" not in t.column_names or "task_index" not in t.column_names:
-        raise DatasetError(f"{TASKS_PATH}: needs columns 'task' and 'task_index', has {t.column_names}")
+        raise DatasetError(
+            f"{TASKS_PATH}: needs columns 'task' and 'task_index', has {t.column_names}"
+        )
     idx = t.column("task_index").to_pylist()
     if idx != list(range(len(idx))):
-        raise DatasetError(f"{TASKS_PATH}: rows must be sorted by task_index 0..{len(idx) - 1}, "
-                           f"got {idx[:10]}")
+        raise DatasetError(
+            f"{TASKS_PATH}: rows must be sorted by task_index 0..{len(idx) - 1}, got {idx[:10]}"
+        )
     return [str(x) for x in t.column("task").to_pylist()]
 
 
@@ -500,7 +538,9 @@ class DatasetLock:
 def _locked(root: Path, what: str) -> Iterator[DatasetLock]:
     lock = DatasetLock(root)
     if not lock.acquire():
-        raise DatasetError(f"{root}: another process is writing this dataset; {what} needs it alone")
+        raise DatasetError(
+            f"{root}: another process is writing this dataset; {what} needs it alone"
+        )
     try:
         yield lock
     finally:
@@ -541,9 +581,13 @@ def load_info(root: Path) -> dict[str, Any]:
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
-        raise DatasetError(f"{root}: no {INFO_PATH}; not a dataset (or run `sim2pi dataset repair`)") from None
+        raise DatasetError(
+            f"{root}: no {INFO_PATH}; not a dataset (or run `sim2pi dataset repair`)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{INFO_PATH}: not valid JSON ({e}); run `sim2pi dataset repair`") from None
+        raise DatasetError(
+            f"{INFO_PATH}: not valid JSON ({e}); run `sim2pi dataset repair`"
+        ) from None
     if not isinstance(info, dict) or not isinstance(info.get("features"), dict):
         raise DatasetError(f"{INFO_PATH}: has no 'features' mapping; run `sim2pi dataset repair`")
     return info
@@ -563,8 +607,10 @@ def read_meta_files(root: Path) -> list[MetaFile]:
         try:
             rows = pq.read_table(p).to_pylist()
         except Exception as e:
-            raise DatasetError(f"{_rel(root, p)}: cannot read the episode metadata "
-                               f"({type(e).__name__}: {e}); run `sim2pi dataset repair`") from None
+            raise DatasetError(
+                f"{_rel(root, p)}: cannot read the episode metadata "
+                f"({type(e).__name__}: {e}); run `sim2pi dataset repair`"
+            ) from None
         out.append(MetaFile(slot, p, rows))
     return out
 
@@ -578,15 +624,22 @@ def resolve_rows(metas: list[MetaFile]) -> tuple[list[dict[str, Any]], list[Meta
             e = int(r["episode_index"])
             if e not in best or m.slot > best[e][0]:
                 best[e] = (m.slot, r)
-    superseded = [m for m in metas if m.rows and all(best[int(r["episode_index"])][0] != m.slot
-                                                      for r in m.rows)]
+    superseded = [
+        m
+        for m in metas
+        if m.rows and all(best[int(r["episode_index"])][0] != m.slot for r in m.rows)
+    ]
     rows = [best[e][1] for e in sorted(best)]
     return rows, superseded
 
 
 def _row_files(root: Path, row: Mapping[str, Any], vkeys: list[str]) -> list[tuple[int, Path]]:
-    files = [(chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"]),
-              root / data_rel(chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"])))]
+    files = [
+        (
+            chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"]),
+            root / data_rel(chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"])),
+        )
+    ]
     for vk in vkeys:
         s = chunk_file_to_slot(row[f"videos/{vk}/chunk_index"], row[f"videos/{vk}/file_index"])
         files.append((s, root / video_rel(vk, s)))
@@ -594,15 +647,25 @@ def _row_files(root: Path, row: Mapping[str, Any], vkeys: list[str]) -> list[tup
 
 
 def _row_slots(row: Mapping[str, Any], vkeys: list[str]) -> list[int]:
-    slots = [chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"]),
-             chunk_file_to_slot(row["meta/episodes/chunk_index"], row["meta/episodes/file_index"])]
-    slots += [chunk_file_to_slot(row[f"videos/{vk}/chunk_index"], row[f"videos/{vk}/file_index"])
-              for vk in vkeys]
+    slots = [
+        chunk_file_to_slot(row["data/chunk_index"], row["data/file_index"]),
+        chunk_file_to_slot(row["meta/episodes/chunk_index"], row["meta/episodes/file_index"]),
+    ]
+    slots += [
+        chunk_file_to_slot(row[f"videos/{vk}/chunk_index"], row[f"videos/{vk}/file_index"])
+        for vk in vkeys
+    ]
     return slots
 
 
-def build_info(features: dict[str, Any], fps: int, sim2pi: dict[str, Any], robot_type: str | None,
-               rows: list[Mapping[str, Any]], n_tasks: int) -> dict[str, Any]:
+def build_info(
+    features: dict[str, Any],
+    fps: int,
+    sim2pi: dict[str, Any],
+    robot_type: str | None,
+    rows: list[Mapping[str, Any]],
+    n_tasks: int,
+) -> dict[str, Any]:
     """info.json from the features and the committed rows (the counters are derived)."""
     total_frames = int(sum(int(r["length"]) for r in rows))
     has_video = bool(video_keys(features))
@@ -634,11 +697,18 @@ def _fill_video_info(root: Path, info: dict[str, Any], rows: list[Mapping[str, A
         ft["info"] = video_info(root / video_rel(vk, s), int(info["fps"]))
 
 
-def _write_derived(root: Path, info: dict[str, Any], rows: list[Mapping[str, Any]],
-                   n_tasks: int) -> dict[str, Any]:
+def _write_derived(
+    root: Path, info: dict[str, Any], rows: list[Mapping[str, Any]], n_tasks: int
+) -> dict[str, Any]:
     """Rewrite stats.json and info.json from the committed rows (stats first, info last)."""
-    new = build_info(info["features"], int(info["fps"]), info.get("sim2pi", {}),
-                     info.get("robot_type"), rows, n_tasks)
+    new = build_info(
+        info["features"],
+        int(info["fps"]),
+        info.get("sim2pi", {}),
+        info.get("robot_type"),
+        rows,
+        n_tasks,
+    )
     _fill_video_info(root, new, rows)
     if rows:
         stats = aggregate_stats([row_stats(r) for r in rows])
@@ -676,13 +746,17 @@ def recover(root: str | Path, *, _lock_held: bool = False) -> RecoveryReport:
             p.unlink(missing_ok=True)
             report.removed.append(_rel(root, p))
         info = load_info(root)
+        if "sim2pi" not in info:
+            raise DatasetError(f"{INFO_PATH}: not written by sim2pi; refusing to touch its files")
         vkeys = video_keys(info["features"])
         metas = read_meta_files(root)
         rows, superseded = resolve_rows(metas)
         for i, r in enumerate(rows):
             if int(r["episode_index"]) != i:
-                raise DatasetError(f"episode {i}: missing from {EPISODES_DIR} (found episode "
-                                   f"{r['episode_index']} next); run `sim2pi dataset repair`")
+                raise DatasetError(
+                    f"episode {i}: missing from {EPISODES_DIR} (found episode "
+                    f"{r['episode_index']} next); run `sim2pi dataset repair`"
+                )
         referenced = {p for r in rows for _, p in _row_files(root, r, vkeys)}
         max_slot = max((s for r in rows for s in _row_slots(r, vkeys)), default=-1)
         stale = {p for m in superseded for r in m.rows for _, p in _row_files(root, r, vkeys)}
@@ -698,14 +772,24 @@ def recover(root: str | Path, *, _lock_held: bool = False) -> RecoveryReport:
         for m in superseded:
             m.path.unlink()
             report.removed.append(_rel(root, m.path))
-        for folder in [root / DATA_DIR, root / EPISODES_DIR, *[root / VIDEO_DIR / vk for vk in vkeys]]:
+        for folder in [
+            root / DATA_DIR,
+            root / EPISODES_DIR,
+            *[root / VIDEO_DIR / vk for vk in vkeys],
+        ]:
             if folder.exists():
                 for d in folder.iterdir():
                     if d.is_dir() and _CHUNK_RE.match(d.name) and not any(d.iterdir()):
                         d.rmdir()
         tasks = read_tasks(root)
-        expected = build_info(info["features"], int(info.get("fps", 0)), info.get("sim2pi", {}),
-                              info.get("robot_type"), rows, len(tasks))
+        expected = build_info(
+            info["features"],
+            int(info.get("fps", 0)),
+            info.get("sim2pi", {}),
+            info.get("robot_type"),
+            rows,
+            len(tasks),
+        )
         counters = ("total_episodes", "total_frames", "total_tasks", "splits")
         stats_ok = (root / STATS_PATH).exists() == bool(rows)
         if any(info.get(k) != expected[k] for k in counters) or not stats_ok:
@@ -713,8 +797,12 @@ def recover(root: str | Path, *, _lock_held: bool = False) -> RecoveryReport:
             report.rewrote_metadata = True
         report.episodes = len(rows)
     if report:
-        logger.info("recovered %s: removed %d leftover file(s)%s", root, len(report.removed),
-                    ", rewrote info/stats" if report.rewrote_metadata else "")
+        logger.info(
+            "recovered %s: removed %d leftover file(s)%s",
+            root,
+            len(report.removed),
+            ", rewrote info/stats" if report.rewrote_metadata else "",
+        )
     return report
 
 
@@ -737,8 +825,9 @@ class DatasetWriter:
     take a lock, so a status thread may read :attr:`episode_frames` while the loop records.
     """
 
-    def __init__(self, root: Path, info: dict[str, Any], lock: DatasetLock, *,
-                 encoder: EncoderSettings) -> None:
+    def __init__(
+        self, root: Path, info: dict[str, Any], lock: DatasetLock, *, encoder: EncoderSettings
+    ) -> None:
         self.root = root
         self.info = info
         self._lock = lock
@@ -762,9 +851,17 @@ class DatasetWriter:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | Path, spec: Spec, fps: float, *, robot: Any = None,
-               video_codec: str = "h264", encoder: EncoderSettings | None = None,
-               overwrite: bool = False) -> DatasetWriter:
+    def create(
+        cls,
+        path: str | Path,
+        spec: Spec,
+        fps: float,
+        *,
+        robot: Any = None,
+        video_codec: str = "h264",
+        encoder: EncoderSettings | None = None,
+        overwrite: bool = False,
+    ) -> DatasetWriter:
         """Create an empty dataset at ``path`` for ``spec`` recorded at ``fps`` (an integer rate).
 
         ``robot``: the :class:`~hardware.description.RobotDescription` (its name, hash and fields
@@ -772,11 +869,15 @@ class DatasetWriter:
         """
         root = Path(path)
         if float(fps) != int(fps) or int(fps) <= 0:
-            raise DatasetError(f"fps must be a positive integer (LeRobot stores an integer fps), got {fps}")
+            raise DatasetError(
+                f"fps must be a positive integer (LeRobot stores an integer fps), got {fps}"
+            )
         if root.exists() and any(root.iterdir()):
             if not overwrite:
-                raise DatasetError(f"{root} already exists and is not empty; use DatasetWriter.open "
-                                   "(`--resume`) to append, or choose another folder")
+                raise DatasetError(
+                    f"{root} already exists and is not empty; use DatasetWriter.open "
+                    "(`--resume`) to append, or choose another folder"
+                )
             shutil.rmtree(root)
         enc = encoder or EncoderSettings(codec=video_codec)
         if encoder is not None and video_codec != encoder.codec:
@@ -800,22 +901,31 @@ class DatasetWriter:
                 "version": 1,
                 "spec": spec.to_dict(),
                 "robot_hash": robot_hash,
-                "robot": robot.to_dict() if robot is not None and hasattr(robot, "to_dict") else None,
+                "robot": robot.to_dict()
+                if robot is not None and hasattr(robot, "to_dict")
+                else None,
                 "encoder": enc.to_dict(),
                 "frame_columns": frame_columns(spec),
             }
             features = build_features(spec)
             robot_type = getattr(robot, "name", None) or spec.robot or None
             info = build_info(features, int(fps), sim2pi, robot_type, [], 0)
-            atomic_write_json(root / SIM2PI_PATH, {"features": features, "fps": int(fps),
-                                                    "robot_type": robot_type, "sim2pi": sim2pi})
+            atomic_write_json(
+                root / SIM2PI_PATH,
+                {"features": features, "fps": int(fps), "robot_type": robot_type, "sim2pi": sim2pi},
+            )
             write_tasks(root, [])
             atomic_write_json(root / INFO_PATH, info)
         except BaseException:
             lock.release()
             raise
-        logger.info("created dataset %s (%s, %d fps, features %s)", root, spec.task, int(fps),
-                    list(features))
+        logger.info(
+            "created dataset %s (%s, %d fps, features %s)",
+            root,
+            spec.task,
+            int(fps),
+            list(features),
+        )
         return cls(root, info, lock, encoder=enc)
 
     @classmethod
@@ -824,7 +934,9 @@ class DatasetWriter:
         recording. Raises :class:`DatasetError` when another writer holds it."""
         root = Path(path)
         if not (root / INFO_PATH).exists():
-            raise DatasetError(f"{root}: no {INFO_PATH}; create the dataset first (without --resume)")
+            raise DatasetError(
+                f"{root}: no {INFO_PATH}; create the dataset first (without --resume)"
+            )
         lock = DatasetLock(root)
         if not lock.acquire():
             raise DatasetError(f"{root}: another process is writing this dataset")
@@ -832,7 +944,9 @@ class DatasetWriter:
             recover(root, _lock_held=True)
             info = load_info(root)
             if "sim2pi" not in info or "spec" not in info["sim2pi"]:
-                raise DatasetError(f"{INFO_PATH}: no sim2pi spec; this dataset was not made by sim2pi")
+                raise DatasetError(
+                    f"{INFO_PATH}: no sim2pi spec; this dataset was not made by sim2pi"
+                )
             enc = EncoderSettings.from_dict(info["sim2pi"].get("encoder"))
             return cls(root, info, lock, encoder=enc)
         except BaseException:
@@ -884,8 +998,10 @@ class DatasetWriter:
         with self._mutex:
             self._check_open()
             if self.recording:
-                raise DatasetError(f"episode {self.num_episodes} is still being recorded; call "
-                                   "save_episode() or discard_episode() first")
+                raise DatasetError(
+                    f"episode {self.num_episodes} is still being recorded; call "
+                    "save_episode() or discard_episode() first"
+                )
             if not isinstance(task, str) or not task:
                 raise DatasetError("the task must be a non-empty string (e.g. 'reach the goal')")
             self._task = task
@@ -902,8 +1018,13 @@ class DatasetWriter:
                 raise DatasetError("call start_episode(task) before add_frame()")
             unknown = [k for k in frame if k not in self._columns]
             if unknown:
-                raise SpecMismatch(unknown[0], "presence", "absent", "present",
-                                   f"frames hold only {list(self._columns)}")
+                raise SpecMismatch(
+                    unknown[0],
+                    "presence",
+                    "absent",
+                    "present",
+                    f"frames hold only {list(self._columns)}",
+                )
             values: dict[str, np.ndarray] = {}
             for key, feat in self.spec.observation.items():
                 if key not in frame:
@@ -920,14 +1041,20 @@ class DatasetWriter:
             values["reward"] = _scalar(frame["reward"], "reward", np.float32)
             values["success"] = _scalar(frame["success"], "success", np.bool_)
             values["done"] = _scalar(frame["done"], "done", np.bool_)
-            values["intervention"] = _scalar(frame.get("intervention", False), "intervention", np.bool_)
+            values["intervention"] = _scalar(
+                frame.get("intervention", False), "intervention", np.bool_
+            )
             for key in self.spec.image_keys:
                 enc = self._encoders.get(key)
                 if enc is None:
                     feat = self.spec.observation[key]
                     enc = VideoEncoder(
                         tmp_path(self.root / video_rel(feat.dataset_key, self._next_slot)),
-                        feat.shape[1], feat.shape[0], self.fps, self.encoder)
+                        feat.shape[1],
+                        feat.shape[0],
+                        self.fps,
+                        self.encoder,
+                    )
                     enc.path.parent.mkdir(parents=True, exist_ok=True)
                     self._encoders[key] = enc
                 enc.put(np.array(values.pop(key), dtype=np.uint8, copy=True))
@@ -952,7 +1079,9 @@ class DatasetWriter:
             n, ep, slot, task = self._n, self.num_episodes, self._next_slot, self._task
             assert task is not None
             if n == 0:
-                raise DatasetError(f"episode {ep} has no frames; add frames or call discard_episode()")
+                raise DatasetError(
+                    f"episode {ep} has no frames; add frames or call discard_episode()"
+                )
             t0 = time.perf_counter()
             results = {}
             try:
@@ -964,8 +1093,9 @@ class DatasetWriter:
             for key, res in results.items():
                 if res.frames != n:
                     self.discard_episode()
-                    raise DatasetError(f"episode {ep}: video '{key}' has {res.frames} frames, the "
-                                       f"data {n}")
+                    raise DatasetError(
+                        f"episode {ep}: video '{key}' has {res.frames} frames, the data {n}"
+                    )
             start = self.num_frames
             if task not in self._tasks:
                 self._tasks.append(task)
@@ -989,7 +1119,8 @@ class DatasetWriter:
                     stats[key] = numeric_stats(arrays[key])
             table = pa.Table.from_arrays(
                 [_np_to_arrow(arrays[c], self.features[c]) for c in self._schema.names],
-                schema=self._schema)
+                schema=self._schema,
+            )
             write_parquet_atomic(table, self.root / data_rel(slot))
             for key, res in results.items():
                 final = self.root / video_rel(self.spec.observation[key].dataset_key, slot)
@@ -997,14 +1128,23 @@ class DatasetWriter:
                 fsync_dir(final.parent)
             chunk, file = slot_to_chunk_file(slot)
             row: dict[str, Any] = {
-                "episode_index": ep, "tasks": [task], "length": n,
-                "data/chunk_index": chunk, "data/file_index": file,
-                "dataset_from_index": start, "dataset_to_index": start + n,
+                "episode_index": ep,
+                "tasks": [task],
+                "length": n,
+                "data/chunk_index": chunk,
+                "data/file_index": file,
+                "dataset_from_index": start,
+                "dataset_to_index": start + n,
             }
             for vk in self._vkeys:
-                row.update({f"videos/{vk}/chunk_index": chunk, f"videos/{vk}/file_index": file,
-                            f"videos/{vk}/from_timestamp": 0.0,
-                            f"videos/{vk}/to_timestamp": n / self.fps})
+                row.update(
+                    {
+                        f"videos/{vk}/chunk_index": chunk,
+                        f"videos/{vk}/file_index": file,
+                        f"videos/{vk}/from_timestamp": 0.0,
+                        f"videos/{vk}/to_timestamp": n / self.fps,
+                    }
+                )
             row["meta/episodes/chunk_index"] = chunk
             row["meta/episodes/file_index"] = file
             row.update(_flatten_stats(stats))
@@ -1019,8 +1159,14 @@ class DatasetWriter:
             return ep
 
     def _write_metadata(self) -> None:
-        new = build_info(self.features, self.fps, self.info["sim2pi"], self.info.get("robot_type"),
-                         self._rows, len(self._tasks))
+        new = build_info(
+            self.features,
+            self.fps,
+            self.info["sim2pi"],
+            self.info.get("robot_type"),
+            self._rows,
+            len(self._tasks),
+        )
         _fill_video_info(self.root, new, self._rows)
         atomic_write_json(self.root / STATS_PATH, stats_to_json(aggregate_stats(self._stats)))
         atomic_write_json(self.root / INFO_PATH, new)
@@ -1033,8 +1179,9 @@ class DatasetWriter:
             if self._closed:
                 return
             if self.recording:
-                logger.warning("closing %s with an unsaved episode of %d frames: discarded",
-                               self.root, self._n)
+                logger.warning(
+                    "closing %s with an unsaved episode of %d frames: discarded", self.root, self._n
+                )
                 self.discard_episode()
             self._closed = True
             self._lock.release()
@@ -1042,8 +1189,12 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -1079,7 +1230,9 @@ class Episode:
         try:
             return self.arrays[key]
         except KeyError:
-            raise KeyError(f"episode {self.index} has no '{key}'; it has {sorted(self.arrays)}") from None
+            raise KeyError(
+                f"episode {self.index} has no '{key}'; it has {sorted(self.arrays)}"
+            ) from None
 
     def __contains__(self, key: object) -> bool:
         return key in self.arrays
@@ -1107,8 +1260,15 @@ class Episode:
 class Dataset:
     """Read-only numpy view of a dataset (no torch). See the module docstring for an example."""
 
-    def __init__(self, root: Path, info: dict[str, Any], rows: list[dict[str, Any]], tasks: list[str],
-                 *, load_images: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        info: dict[str, Any],
+        rows: list[dict[str, Any]],
+        tasks: list[str],
+        *,
+        load_images: bool = True,
+    ) -> None:
         self.root = root
         self.info = info
         self.rows = rows
@@ -1125,17 +1285,20 @@ class Dataset:
         self._file_start: dict[int, int] = {}
         for r in rows:
             s = chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"])
-            self._file_start[s] = min(self._file_start.get(s, r["dataset_from_index"]),
-                                      r["dataset_from_index"])
+            self._file_start[s] = min(
+                self._file_start.get(s, r["dataset_from_index"]), r["dataset_from_index"]
+            )
         self._cache: tuple[int, pa.Table] | None = None
 
     @classmethod
-    def open(cls, path: str | Path, *, load_images: bool = True, recover_leftovers: bool = True) -> Dataset:
+    def open(
+        cls, path: str | Path, *, load_images: bool = True, recover_leftovers: bool = True
+    ) -> Dataset:
         """Open a dataset. When no writer holds it (and ``recover_leftovers``), leftovers of an
         interrupted recording are cleaned first (see :func:`recover`); otherwise only committed
         episodes are read."""
         root = Path(path)
-        if recover_leftovers and (root / INFO_PATH).exists():
+        if recover_leftovers and "sim2pi" in load_info(root):
             lock = DatasetLock(root)
             try:
                 acquired = lock.acquire()
@@ -1150,7 +1313,9 @@ class Dataset:
         rows, _ = resolve_rows(read_meta_files(root))
         for i, r in enumerate(rows):
             if int(r["episode_index"]) != i:
-                raise DatasetError(f"episode {i}: missing from {EPISODES_DIR}; run `sim2pi dataset repair`")
+                raise DatasetError(
+                    f"episode {i}: missing from {EPISODES_DIR}; run `sim2pi dataset repair`"
+                )
         return cls(root, info, rows, read_tasks(root), load_images=load_images)
 
     @property
@@ -1178,8 +1343,10 @@ class Dataset:
         except FileNotFoundError:
             raise DatasetError(f"{data_rel(slot)}: missing; run `sim2pi dataset repair`") from None
         except Exception as e:
-            raise DatasetError(f"{data_rel(slot)}: cannot read ({type(e).__name__}: {e}); run "
-                               "`sim2pi dataset validate`") from None
+            raise DatasetError(
+                f"{data_rel(slot)}: cannot read ({type(e).__name__}: {e}); run "
+                "`sim2pi dataset validate`"
+            ) from None
         self._cache = (slot, t)
         return t
 
@@ -1194,14 +1361,18 @@ class Dataset:
         t = self._table(slot).slice(int(r["dataset_from_index"]) - self._file_start[slot], n)
         eps = t.column("episode_index").to_numpy()
         if len(eps) != n or not np.all(eps == i):
-            raise DatasetError(f"episode {i}, {data_rel(slot)}: rows do not match the episode "
-                               "metadata; run `sim2pi dataset validate`")
+            raise DatasetError(
+                f"episode {i}, {data_rel(slot)}: rows do not match the episode "
+                "metadata; run `sim2pi dataset validate`"
+            )
         arrays: dict[str, np.ndarray] = {}
         for key, col in self._columns.items():
             ft = self.features[col]
             if ft["dtype"] == "video":
                 if load:
-                    vs = chunk_file_to_slot(r[f"videos/{col}/chunk_index"], r[f"videos/{col}/file_index"])
+                    vs = chunk_file_to_slot(
+                        r[f"videos/{col}/chunk_index"], r[f"videos/{col}/file_index"]
+                    )
                     start = round(float(r[f"videos/{col}/from_timestamp"]) * self.fps)
                     arrays[key] = decode_frames(self.root / video_rel(col, vs), start, n, self.fps)
                 continue
@@ -1220,8 +1391,10 @@ class Dataset:
         return self.episodes()
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.root}, task={self.spec.task!r}, {self.num_episodes} episodes, "
-                f"{self.num_frames} frames at {self.fps} fps)")
+        return (
+            f"Dataset({self.root}, task={self.spec.task!r}, {self.num_episodes} episodes, "
+            f"{self.num_frames} frames at {self.fps} fps)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1229,14 +1402,30 @@ class Dataset:
 
 # What a conforming dataset must have (also checked by the conformance test).
 REQUIRED_INFO_KEYS = {
-    "codebase_version": str, "robot_type": (str, type(None)), "total_episodes": int,
-    "total_frames": int, "total_tasks": int, "chunks_size": int, "data_files_size_in_mb": int,
-    "video_files_size_in_mb": int, "fps": int, "splits": dict, "data_path": str,
-    "video_path": (str, type(None)), "features": dict,
+    "codebase_version": str,
+    "robot_type": (str, type(None)),
+    "total_episodes": int,
+    "total_frames": int,
+    "total_tasks": int,
+    "chunks_size": int,
+    "data_files_size_in_mb": int,
+    "video_files_size_in_mb": int,
+    "fps": int,
+    "splits": dict,
+    "data_path": str,
+    "video_path": (str, type(None)),
+    "features": dict,
 }
 REQUIRED_ROW_KEYS = (
-    "episode_index", "tasks", "length", "data/chunk_index", "data/file_index",
-    "dataset_from_index", "dataset_to_index", "meta/episodes/chunk_index", "meta/episodes/file_index",
+    "episode_index",
+    "tasks",
+    "length",
+    "data/chunk_index",
+    "data/file_index",
+    "dataset_from_index",
+    "dataset_to_index",
+    "meta/episodes/chunk_index",
+    "meta/episodes/file_index",
 )
 VIDEO_ROW_KEYS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 
@@ -1281,8 +1470,10 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
         elif not isinstance(info[key], typ) or (typ is int and isinstance(info[key], bool)):
             err(f"'{key}' has type {type(info[key]).__name__}", file=INFO_PATH)
     if info.get("codebase_version") != CODEBASE_VERSION:
-        err(f"codebase_version is {info.get('codebase_version')!r}, expected {CODEBASE_VERSION!r}",
-            file=INFO_PATH)
+        err(
+            f"codebase_version is {info.get('codebase_version')!r}, expected {CODEBASE_VERSION!r}",
+            file=INFO_PATH,
+        )
     if info.get("data_path") != DATA_PATH:
         err(f"data_path is {info.get('data_path')!r}, expected {DATA_PATH!r}", file=INFO_PATH)
     features = info["features"]
@@ -1290,7 +1481,10 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
     if vkeys and info.get("video_path") != VIDEO_PATH:
         err(f"video_path is {info.get('video_path')!r}, expected {VIDEO_PATH!r}", file=INFO_PATH)
     if info.get("chunks_size") != CHUNKS_SIZE:
-        err(f"chunks_size is {info.get('chunks_size')!r}, this writer uses {CHUNKS_SIZE}", file=INFO_PATH)
+        err(
+            f"chunks_size is {info.get('chunks_size')!r}, this writer uses {CHUNKS_SIZE}",
+            file=INFO_PATH,
+        )
     fps = info.get("fps")
     if not isinstance(fps, int) or fps <= 0:
         return [*probs, Problem(f"fps must be a positive integer, got {fps!r}", None, INFO_PATH)]
@@ -1299,8 +1493,11 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
             err(f"feature '{key}' needs 'dtype', 'shape' and 'names'", file=INFO_PATH)
             continue
         if ft["dtype"] == "video" and ft["names"] != ["height", "width", "channels"]:
-            err(f"video feature '{key}' must have names ['height', 'width', 'channels'], got "
-                f"{ft['names']}", file=INFO_PATH)
+            err(
+                f"video feature '{key}' must have names ['height', 'width', 'channels'], got "
+                f"{ft['names']}",
+                file=INFO_PATH,
+            )
     for key, ft in DEFAULT_FEATURES.items():
         if key not in features or features[key].get("dtype") != ft["dtype"]:
             err(f"missing LeRobot feature '{key}' ({ft['dtype']})", file=INFO_PATH)
@@ -1328,14 +1525,23 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
         err(str(e), file=TASKS_PATH)
         tasks = []
     if info.get("total_tasks") != len(tasks):
-        err(f"total_tasks is {info.get('total_tasks')}, {TASKS_PATH} has {len(tasks)}", file=INFO_PATH)
+        err(
+            f"total_tasks is {info.get('total_tasks')}, {TASKS_PATH} has {len(tasks)}",
+            file=INFO_PATH,
+        )
     if len(set(tasks)) != len(tasks):
         err("task strings are not unique", file=TASKS_PATH)
 
     # leftovers and layout
     for p in _tmp_files(root):
-        probs.append(Problem("leftover of an interrupted write (removed on the next open)", None,
-                             _rel(root, p), "warning"))
+        probs.append(
+            Problem(
+                "leftover of an interrupted write (removed on the next open)",
+                None,
+                _rel(root, p),
+                "warning",
+            )
+        )
     layout_dirs = [(root / DATA_DIR, ".parquet"), (root / EPISODES_DIR, ".parquet")]
     layout_dirs += [(root / VIDEO_DIR / vk, ".mp4") for vk in vkeys]
     for folder, suffix in layout_dirs:
@@ -1348,12 +1554,18 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
             files = sorted(entry.iterdir())
             finals = [f for f in files if not f.name.endswith(TMP_SUFFIX)]
             if len(finals) > CHUNKS_SIZE:
-                err(f"{len(finals)} files in one chunk; at most {CHUNKS_SIZE}", file=_rel(root, entry))
+                err(
+                    f"{len(finals)} files in one chunk; at most {CHUNKS_SIZE}",
+                    file=_rel(root, entry),
+                )
             for f in finals:
                 m = _FILE_RE.match(f.name)
                 if f.is_dir() or not m or not f.name.endswith(suffix):
-                    err(f"unexpected entry (only file-XXX{suffix} belongs here; LeRobot's glob "
-                        "would read or skip it)", file=_rel(root, f))
+                    err(
+                        f"unexpected entry (only file-XXX{suffix} belongs here; LeRobot's glob "
+                        "would read or skip it)",
+                        file=_rel(root, f),
+                    )
     if root.joinpath(VIDEO_DIR).exists():
         for d in sorted(root.joinpath(VIDEO_DIR).iterdir()):
             if d.name not in vkeys:
@@ -1382,11 +1594,20 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                 err("episode listed twice in the episode metadata", episode=e, file=rel)
             seen.add(e)
             if e != pos:
-                err(f"row {pos} holds episode {e}; LeRobot looks episodes up by position",
-                    episode=e, file=rel)
-            if chunk_file_to_slot(r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]) != m.slot:
-                err("meta/episodes/chunk_index, file_index do not name the file it is in",
-                    episode=e, file=rel)
+                err(
+                    f"row {pos} holds episode {e}; LeRobot looks episodes up by position",
+                    episode=e,
+                    file=rel,
+                )
+            if (
+                chunk_file_to_slot(r["meta/episodes/chunk_index"], r["meta/episodes/file_index"])
+                != m.slot
+            ):
+                err(
+                    "meta/episodes/chunk_index, file_index do not name the file it is in",
+                    episode=e,
+                    file=rel,
+                )
             if r["tasks"] is None or any(t not in tasks for t in r["tasks"]):
                 err(f"tasks {r['tasks']} are not all in {TASKS_PATH}", episode=e, file=rel)
             stats_present = {k.split("/")[1] for k in r if k.startswith("stats/")}
@@ -1396,24 +1617,40 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
             rows.append(r)
     n_eps = len(rows)
     if info["total_episodes"] != n_eps:
-        err(f"total_episodes is {info['total_episodes']}, the episode metadata has {n_eps} episodes",
-            file=INFO_PATH)
+        err(
+            f"total_episodes is {info['total_episodes']}, the episode metadata has {n_eps} episodes",
+            file=INFO_PATH,
+        )
     total = 0
     for r in rows:
         e = int(r["episode_index"])
-        if r["dataset_from_index"] != total or r["dataset_to_index"] - r["dataset_from_index"] != r["length"]:
-            err(f"dataset_from_index/to_index {r['dataset_from_index']}..{r['dataset_to_index']} do not "
+        if (
+            r["dataset_from_index"] != total
+            or r["dataset_to_index"] - r["dataset_from_index"] != r["length"]
+        ):
+            err(
+                f"dataset_from_index/to_index {r['dataset_from_index']}..{r['dataset_to_index']} do not "
                 f"follow the previous episodes (expected from {total}, length {r['length']})",
-                episode=e, file=episodes_rel(chunk_file_to_slot(r["meta/episodes/chunk_index"],
-                                                                r["meta/episodes/file_index"])))
+                episode=e,
+                file=episodes_rel(
+                    chunk_file_to_slot(
+                        r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]
+                    )
+                ),
+            )
         total += int(r["length"])
     if info["total_frames"] != total:
-        err(f"total_frames is {info['total_frames']}, the episodes have {total} frames", file=INFO_PATH)
+        err(
+            f"total_frames is {info['total_frames']}, the episodes have {total} frames",
+            file=INFO_PATH,
+        )
 
     # data files
     by_data: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
-        by_data.setdefault(chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"]), []).append(r)
+        by_data.setdefault(
+            chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"]), []
+        ).append(r)
     on_disk = dict(_slot_files(root / DATA_DIR, ".parquet"))
     prev_last = -1
     for slot in sorted(on_disk):
@@ -1426,22 +1663,35 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
             t = pq.read_table(on_disk[slot])
         except Exception as e:
             for r in eps_here:
-                err(f"cannot read the data file ({type(e).__name__}: {e})",
-                    episode=int(r["episode_index"]), file=rel)
+                err(
+                    f"cannot read the data file ({type(e).__name__}: {e})",
+                    episode=int(r["episode_index"]),
+                    file=rel,
+                )
             continue
         if t.column_names != schema.names:
-            err(f"columns {t.column_names} differ from the non-video features in info.json order "
-                f"{schema.names}", episode=int(eps_here[0]["episode_index"]), file=rel)
+            err(
+                f"columns {t.column_names} differ from the non-video features in info.json order "
+                f"{schema.names}",
+                episode=int(eps_here[0]["episode_index"]),
+                file=rel,
+            )
             continue
         for f in schema:
             if not t.schema.field(f.name).type.equals(f.type):
-                err(f"column '{f.name}' has type {t.schema.field(f.name).type}, expected {f.type}",
-                    episode=int(eps_here[0]["episode_index"]), file=rel)
+                err(
+                    f"column '{f.name}' has type {t.schema.field(f.name).type}, expected {f.type}",
+                    episode=int(eps_here[0]["episode_index"]),
+                    file=rel,
+                )
         idx = t.column("index").to_numpy()
         if len(idx) and idx[0] != prev_last + 1:
-            err(f"first index {idx[0]} does not follow the previous data file ({prev_last}); "
-                "LeRobot reads data files in sorted order", episode=int(eps_here[0]["episode_index"]),
-                file=rel)
+            err(
+                f"first index {idx[0]} does not follow the previous data file ({prev_last}); "
+                "LeRobot reads data files in sorted order",
+                episode=int(eps_here[0]["episode_index"]),
+                file=rel,
+            )
         if len(idx):
             prev_last = int(idx[-1])
         ep_col = t.column("episode_index").to_numpy()
@@ -1461,11 +1711,22 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                 err(f"timestamp is not frame_index / fps ({fps})", episode=e, file=rel)
             gi = t.column("index").to_numpy()[sl]
             if not np.array_equal(gi, np.arange(r["dataset_from_index"], r["dataset_to_index"])):
-                err("index does not run from dataset_from_index to dataset_to_index", episode=e, file=rel)
+                err(
+                    "index does not run from dataset_from_index to dataset_to_index",
+                    episode=e,
+                    file=rel,
+                )
             ti = t.column("task_index").to_numpy()[sl]
-            if np.any(ti < 0) or np.any(ti >= max(len(tasks), 1)) or (
-                    tasks and any(tasks[int(x)] not in (r["tasks"] or []) for x in np.unique(ti))):
-                err("task_index does not name the episode's task in tasks.parquet", episode=e, file=rel)
+            if (
+                np.any(ti < 0)
+                or np.any(ti >= max(len(tasks), 1))
+                or (tasks and any(tasks[int(x)] not in (r["tasks"] or []) for x in np.unique(ti)))
+            ):
+                err(
+                    "task_index does not name the episode's task in tasks.parquet",
+                    episode=e,
+                    file=rel,
+                )
         if offset != t.num_rows:
             err(f"holds {t.num_rows} rows, its episodes {offset}", file=rel)
     for slot, eps_here in by_data.items():
@@ -1478,8 +1739,9 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
         shape = features[vk]["shape"]
         by_video: dict[int, list[dict[str, Any]]] = {}
         for r in rows:
-            by_video.setdefault(chunk_file_to_slot(r[f"videos/{vk}/chunk_index"],
-                                                   r[f"videos/{vk}/file_index"]), []).append(r)
+            by_video.setdefault(
+                chunk_file_to_slot(r[f"videos/{vk}/chunk_index"], r[f"videos/{vk}/file_index"]), []
+            ).append(r)
         vdisk = dict(_slot_files(root / VIDEO_DIR / vk, ".mp4"))
         for slot in sorted(set(vdisk) - set(by_video)):
             err("video file of no episode", file=video_rel(vk, slot))
@@ -1494,30 +1756,48 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                 probe = probe_video(vdisk[slot], fps)
             except DatasetError as e:
                 for r in eps_here:
-                    err(f"unreadable video ({str(e).split(': ', 1)[-1]})",
-                        episode=int(r["episode_index"]), file=rel)
+                    err(
+                        f"unreadable video ({str(e).split(': ', 1)[-1]})",
+                        episode=int(r["episode_index"]),
+                        file=rel,
+                    )
                 continue
             offset = 0
             for r in sorted(eps_here, key=lambda r: r[f"videos/{vk}/from_timestamp"]):
                 e, n = int(r["episode_index"]), int(r["length"])
                 f0, f1 = r[f"videos/{vk}/from_timestamp"], r[f"videos/{vk}/to_timestamp"]
                 if abs(f0 - offset / fps) > 1e-4 or abs(f1 - (offset + n) / fps) > 1e-4:
-                    err(f"from/to_timestamp {f0:.4f}..{f1:.4f} expected {offset / fps:.4f}.."
-                        f"{(offset + n) / fps:.4f}", episode=e, file=rel)
+                    err(
+                        f"from/to_timestamp {f0:.4f}..{f1:.4f} expected {offset / fps:.4f}.."
+                        f"{(offset + n) / fps:.4f}",
+                        episode=e,
+                        file=rel,
+                    )
                 if deep and offset + n <= probe.frames:
                     try:
                         decode_frames(vdisk[slot], offset, n, fps)
                     except DatasetError as ex:
-                        err(f"frames do not decode ({str(ex).split(': ', 1)[-1]})", episode=e, file=rel)
+                        err(
+                            f"frames do not decode ({str(ex).split(': ', 1)[-1]})",
+                            episode=e,
+                            file=rel,
+                        )
                 offset += n
             if probe.frames != offset:
-                err(f"has {probe.frames} frames, its episodes have {offset} (truncated or "
-                    "overwritten video?)", episode=first, file=rel)
+                err(
+                    f"has {probe.frames} frames, its episodes have {offset} (truncated or "
+                    "overwritten video?)",
+                    episode=first,
+                    file=rel,
+                )
             if not probe.pts_ok:
                 err(f"frame k is not at time k/{fps}", episode=first, file=rel)
             if [probe.height, probe.width] != list(shape[:2]):
-                err(f"is {probe.width}x{probe.height}, the feature says {shape[1]}x{shape[0]}",
-                    episode=first, file=rel)
+                err(
+                    f"is {probe.width}x{probe.height}, the feature says {shape[1]}x{shape[0]}",
+                    episode=first,
+                    file=rel,
+                )
             if probe.pix_fmt != "yuv420p":
                 err(f"pixel format {probe.pix_fmt}, expected yuv420p", episode=first, file=rel)
 
@@ -1535,13 +1815,27 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                 for key, d in expected.items():
                     for stat in ("min", "max", "mean", "std", "count"):
                         got = st.get(key, {}).get(stat)
-                        if got is None or np.shape(got) != np.shape(d[stat]) or not np.allclose(
-                                np.asarray(got, np.float64), d[stat], rtol=1e-6, atol=1e-9,
-                                equal_nan=True):
-                            err(f"stats for '{key}' ({stat}) disagree with the episodes", file=STATS_PATH)
+                        if (
+                            got is None
+                            or np.shape(got) != np.shape(d[stat])
+                            or not np.allclose(
+                                np.asarray(got, np.float64),
+                                d[stat],
+                                rtol=1e-6,
+                                atol=1e-9,
+                                equal_nan=True,
+                            )
+                        ):
+                            err(
+                                f"stats for '{key}' ({stat}) disagree with the episodes",
+                                file=STATS_PATH,
+                            )
                             break
             except Exception as e:  # malformed per-episode stats: reported above per row
-                err(f"cannot aggregate the episodes' stats ({type(e).__name__}: {e})", file=STATS_PATH)
+                err(
+                    f"cannot aggregate the episodes' stats ({type(e).__name__}: {e})",
+                    file=STATS_PATH,
+                )
     return probs
 
 
@@ -1575,8 +1869,10 @@ def _load_template(root: Path) -> tuple[dict[str, Any], int, dict[str, Any], str
             return build_features(spec), int(d["fps"]), d["sim2pi"], d.get("robot_type")
         except Exception:  # try the next source
             continue
-    raise DatasetError(f"{root}: neither {INFO_PATH} nor {SIM2PI_PATH} holds a usable spec; "
-                       "cannot rebuild the metadata")
+    raise DatasetError(
+        f"{root}: neither {INFO_PATH} nor {SIM2PI_PATH} holds a usable spec; "
+        "cannot rebuild the metadata"
+    )
 
 
 @dataclass
@@ -1665,7 +1961,9 @@ def repair(path: str | Path) -> RepairReport:
                         raise DatasetError(f"{video_rel(vk, slot)} is missing")
                     pr = probe_video(vp, fps)
                     if pr.frames != t.num_rows or not pr.pts_ok:
-                        raise DatasetError(f"{video_rel(vk, slot)} has {pr.frames} frames, data {t.num_rows}")
+                        raise DatasetError(
+                            f"{video_rel(vk, slot)} has {pr.frames} frames, data {t.num_rows}"
+                        )
                 groups.append(_Group(slot, t, runs))
             except Exception as e:  # any unreadable or inconsistent file set is quarantined
                 problem = e
@@ -1687,8 +1985,11 @@ def repair(path: str | Path) -> RepairReport:
         preferred = {}
         for e, slots in claims.items():
             committed = old_best.get(e, (None, None))[1]
-            cslot = (chunk_file_to_slot(committed["data/chunk_index"], committed["data/file_index"])
-                     if committed else None)
+            cslot = (
+                chunk_file_to_slot(committed["data/chunk_index"], committed["data/file_index"])
+                if committed
+                else None
+            )
             preferred[e] = cslot if cslot in slots else max(slots)
         final_groups = []
         for g in groups:
@@ -1701,7 +2002,13 @@ def repair(path: str | Path) -> RepairReport:
         final_groups.sort(key=lambda g: g.runs[0][0])
 
         # tasks
-        seen_ti = sorted({int(x) for g in final_groups for x in np.unique(g.table.column("task_index").to_numpy())})
+        seen_ti = sorted(
+            {
+                int(x)
+                for g in final_groups
+                for x in np.unique(g.table.column("task_index").to_numpy())
+            }
+        )
         if old_tasks is not None and all(0 <= i < len(old_tasks) for i in seen_ti):
             tasks = old_tasks
         else:
@@ -1717,7 +2024,9 @@ def repair(path: str | Path) -> RepairReport:
                 tasks = [f"{t} ({i})" for i, t in enumerate(tasks)]
 
         # renumber, rewrite data files whose indices change
-        all_slots = [s for s in data_slots] + [s for s, _ in _slot_files(root / EPISODES_DIR, ".parquet")]
+        all_slots = [s for s in data_slots] + [
+            s for s, _ in _slot_files(root / EPISODES_DIR, ".parquet")
+        ]
         meta_slot = max(all_slots, default=-1) + 1
         mc, mf = slot_to_chunk_file(meta_slot)
         rows = []
@@ -1731,24 +2040,39 @@ def repair(path: str | Path) -> RepairReport:
             for old_e, a, n in g.runs:
                 if old_e != new_ep:
                     report.renumbered[old_e] = new_ep
-                ep_col[a:a + n] = new_ep
-                idx_col[a:a + n] = np.arange(start, start + n)
+                ep_col[a : a + n] = new_ep
+                idx_col[a : a + n] = np.arange(start, start + n)
                 sl = g.table.slice(a, n)
                 task = tasks[int(ti_col[a])]
                 row: dict[str, Any] = {
-                    "episode_index": new_ep, "tasks": [task], "length": n,
-                    "data/chunk_index": chunk, "data/file_index": file,
-                    "dataset_from_index": start, "dataset_to_index": start + n,
+                    "episode_index": new_ep,
+                    "tasks": [task],
+                    "length": n,
+                    "data/chunk_index": chunk,
+                    "data/file_index": file,
+                    "dataset_from_index": start,
+                    "dataset_to_index": start + n,
                 }
                 stats: dict[str, dict[str, np.ndarray]] = {}
                 for vk in vkeys:
-                    row.update({f"videos/{vk}/chunk_index": chunk, f"videos/{vk}/file_index": file,
-                                f"videos/{vk}/from_timestamp": offset / fps,
-                                f"videos/{vk}/to_timestamp": (offset + n) / fps})
+                    row.update(
+                        {
+                            f"videos/{vk}/chunk_index": chunk,
+                            f"videos/{vk}/file_index": file,
+                            f"videos/{vk}/from_timestamp": offset / fps,
+                            f"videos/{vk}/to_timestamp": (offset + n) / fps,
+                        }
+                    )
                     old = old_best.get(old_e, (None, None))[1]
-                    reuse = (old is not None and int(old["length"]) == n and
-                             chunk_file_to_slot(old.get(f"videos/{vk}/chunk_index", -1),
-                                                old.get(f"videos/{vk}/file_index", -1)) == g.slot)
+                    reuse = (
+                        old is not None
+                        and int(old["length"]) == n
+                        and chunk_file_to_slot(
+                            old.get(f"videos/{vk}/chunk_index", -1),
+                            old.get(f"videos/{vk}/file_index", -1),
+                        )
+                        == g.slot
+                    )
                     if reuse:
                         stats[vk] = row_stats(old).get(vk, {})
                     if not stats.get(vk):
@@ -1759,25 +2083,41 @@ def repair(path: str | Path) -> RepairReport:
                 row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = mc, mf
                 for key, ft in features.items():
                     if ft["dtype"] != "video":
-                        col = ep_col[a:a + n] if key == "episode_index" else (
-                            idx_col[a:a + n] if key == "index" else _arrow_to_np(sl.column(key), ft))
+                        col = (
+                            ep_col[a : a + n]
+                            if key == "episode_index"
+                            else (
+                                idx_col[a : a + n]
+                                if key == "index"
+                                else _arrow_to_np(sl.column(key), ft)
+                            )
+                        )
                         stats[key] = numeric_stats(col)
                 row.update(_flatten_stats({k: stats[k] for k in features}))
                 rows.append(row)
                 offset += n
                 start += n
                 new_ep += 1
-            if not (np.array_equal(ep_col, g.table.column("episode_index").to_numpy())
-                    and np.array_equal(idx_col, g.table.column("index").to_numpy())):
-                t2 = g.table.set_column(g.table.column_names.index("episode_index"), "episode_index",
-                                        pa.array(ep_col, pa.int64()))
-                t2 = t2.set_column(t2.column_names.index("index"), "index", pa.array(idx_col, pa.int64()))
+            if not (
+                np.array_equal(ep_col, g.table.column("episode_index").to_numpy())
+                and np.array_equal(idx_col, g.table.column("index").to_numpy())
+            ):
+                t2 = g.table.set_column(
+                    g.table.column_names.index("episode_index"),
+                    "episode_index",
+                    pa.array(ep_col, pa.int64()),
+                )
+                t2 = t2.set_column(
+                    t2.column_names.index("index"), "index", pa.array(idx_col, pa.int64())
+                )
                 write_parquet_atomic(t2.cast(schema), root / data_rel(g.slot))
                 report.rewritten_data.append(data_rel(g.slot))
         old_meta = [p for _, p in _slot_files(root / EPISODES_DIR, ".parquet")]
         if rows:
-            write_parquet_atomic(pa.Table.from_pylist(rows, schema=episodes_schema(features)),
-                                 root / episodes_rel(meta_slot))
+            write_parquet_atomic(
+                pa.Table.from_pylist(rows, schema=episodes_schema(features)),
+                root / episodes_rel(meta_slot),
+            )
         for p in old_meta:
             if p != root / episodes_rel(meta_slot):
                 p.unlink(missing_ok=True)
@@ -1786,8 +2126,10 @@ def repair(path: str | Path) -> RepairReport:
         info = build_info(features, fps, sim2pi, robot_type, [], 0)
         _write_derived(root, info, rows, len(tasks))
         if not (root / SIM2PI_PATH).exists():
-            atomic_write_json(root / SIM2PI_PATH, {"features": features, "fps": fps,
-                                                    "robot_type": robot_type, "sim2pi": sim2pi})
+            atomic_write_json(
+                root / SIM2PI_PATH,
+                {"features": features, "fps": fps, "robot_type": robot_type, "sim2pi": sim2pi},
+            )
         report.episodes = len(rows)
     logger.info("repaired %s: %s", root, report.summary())
     return report
@@ -1807,8 +2149,12 @@ class CompactReport:
     seconds: float = 0.0
 
 
-def compact(path: str | Path, *, max_data_mb: float = DATA_FILES_SIZE_IN_MB,
-            max_video_mb: float = VIDEO_FILES_SIZE_IN_MB) -> CompactReport:
+def compact(
+    path: str | Path,
+    *,
+    max_data_mb: float = DATA_FILES_SIZE_IN_MB,
+    max_video_mb: float = VIDEO_FILES_SIZE_IN_MB,
+) -> CompactReport:
     """Merge the episodes' data, video and episode-metadata files into few large files.
 
     Crash-safe: the merged files are written under new slots (above every slot in use) and become
@@ -1829,7 +2175,9 @@ def compact(path: str | Path, *, max_data_mb: float = DATA_FILES_SIZE_IN_MB,
         report.episodes = len(rows)
         src: dict[int, list[dict[str, Any]]] = {}
         for r in rows:
-            src.setdefault(chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"]), []).append(r)
+            src.setdefault(
+                chunk_file_to_slot(r["data/chunk_index"], r["data/file_index"]), []
+            ).append(r)
         report.data_files_before = len(src)
         report.meta_files_before = len(metas)
         if not rows:
@@ -1844,8 +2192,14 @@ def compact(path: str | Path, *, max_data_mb: float = DATA_FILES_SIZE_IN_MB,
             dsize = (root / data_rel(slot)).stat().st_size / 2**20
             vsize = {vk: (root / video_rel(vk, slot)).stat().st_size / 2**20 for vk in vkeys}
             extra = {vk: probe_video(root / video_rel(vk, slot), fps).extradata for vk in vkeys}
-            fits = cur and cur_data + dsize <= max_data_mb and all(
-                cur_video[vk] + vsize[vk] <= max_video_mb and cur_extra[vk] == extra[vk] for vk in vkeys)
+            fits = (
+                cur
+                and cur_data + dsize <= max_data_mb
+                and all(
+                    cur_video[vk] + vsize[vk] <= max_video_mb and cur_extra[vk] == extra[vk]
+                    for vk in vkeys
+                )
+            )
             if cur and not fits:
                 packed.append(cur)
                 cur, cur_data, cur_video = [], 0.0, dict.fromkeys(vkeys, 0.0)
@@ -1868,7 +2222,9 @@ def compact(path: str | Path, *, max_data_mb: float = DATA_FILES_SIZE_IN_MB,
         for j, group in enumerate(packed):
             slot = base + j
             chunk, file = slot_to_chunk_file(slot)
-            table = pa.concat_tables([pq.read_table(root / data_rel(s)).cast(schema) for s in group])
+            table = pa.concat_tables(
+                [pq.read_table(root / data_rel(s)).cast(schema) for s in group]
+            )
             write_parquet_atomic(table, root / data_rel(slot))
             lengths = [sum(int(r["length"]) for r in src[s]) for s in group]
             for vk in vkeys:
@@ -1891,14 +2247,20 @@ def compact(path: str | Path, *, max_data_mb: float = DATA_FILES_SIZE_IN_MB,
                     nr["meta/episodes/chunk_index"], nr["meta/episodes/file_index"] = mc, mf
                     new_rows.append(nr)
                     offset += n
-        write_parquet_atomic(pa.Table.from_pylist(new_rows, schema=episodes_schema(features)),
-                             root / episodes_rel(meta_slot))  # the commit point
+        write_parquet_atomic(
+            pa.Table.from_pylist(new_rows, schema=episodes_schema(features)),
+            root / episodes_rel(meta_slot),
+        )  # the commit point
         for r in rows:
             for _, p in _row_files(root, r, vkeys):
                 p.unlink(missing_ok=True)
         for m in metas:
             m.path.unlink(missing_ok=True)
-        for folder in [root / DATA_DIR, root / EPISODES_DIR, *[root / VIDEO_DIR / vk for vk in vkeys]]:
+        for folder in [
+            root / DATA_DIR,
+            root / EPISODES_DIR,
+            *[root / VIDEO_DIR / vk for vk in vkeys],
+        ]:
             for d in folder.iterdir():
                 if d.is_dir() and _CHUNK_RE.match(d.name) and not any(d.iterdir()):
                     d.rmdir()
@@ -1906,8 +2268,13 @@ def compact(path: str | Path, *, max_data_mb: float = DATA_FILES_SIZE_IN_MB,
         report.data_files_after = len(packed)
         report.meta_files_after = 1
     report.seconds = time.perf_counter() - t0
-    logger.info("compacted %s: %d -> %d data files in %.2f s", root, report.data_files_before,
-                report.data_files_after, report.seconds)
+    logger.info(
+        "compacted %s: %d -> %d data files in %.2f s",
+        root,
+        report.data_files_before,
+        report.data_files_after,
+        report.seconds,
+    )
     return report
 
 

@@ -21,8 +21,9 @@ from rich.table import Table
 logger = logging.getLogger(__name__)
 console = Console()
 
-dataset_app = typer.Typer(help="Inspect, check, repair, compact and plot recorded datasets.",
-                          no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Inspect, check, repair, compact and plot recorded datasets.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,8 +52,10 @@ class StatusLine:
         rate = (frames - f0) / (now - t0) if ep == e0 and now > t0 and frames >= f0 else 0.0
         self._last = (now, frames, ep)
         missed = getattr(self.loop.times, "missed_deadlines", 0)
-        return (f"episode {ep} | frames {frames} | {rate:5.1f} Hz (target {self.loop.rate:g}) | "
-                f"dropped {missed}")
+        return (
+            f"episode {ep} | frames {frames} | {rate:5.1f} Hz (target {self.loop.rate:g}) | "
+            f"dropped {missed}"
+        )
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -70,19 +73,49 @@ class StatusLine:
 
 
 def record(
-    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to create (or append to with --resume)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Dataset folder to create (or append to with --resume)."
+    ),
     robot: str = typer.Option("sim", "--robot", help="Which robot: 'sim' (the PyBullet twin)."),
     task: str = typer.Option("reach", "--task", help="Task: reach, push or seek."),
-    teleop: str = typer.Option("keyboard", "--teleop", help="Command source: keyboard, gamepad or expert."),
-    episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes to record (saved ones count)."),
-    fps: int | None = typer.Option(None, "--fps", min=1, help="Control and recording rate in Hz; default the description's control rate."),
-    resume: bool = typer.Option(False, "--resume", help="Append to an existing dataset (after cleaning leftovers of an interrupted run)."),
-    noise: float = typer.Option(0.0, "--noise", min=0.0, help="DART noise std for the scripted expert (executed and recorded as 'action')."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the scenes (episode k uses seed, k) and the expert's noise."),
-    description: str = typer.Option("rover", "--description", help="Robot description: a YAML path or a shipped name."),
-    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Cap on steps per episode; default the task's."),
-    device: str | None = typer.Option(None, "--device", help="Gamepad device (/dev/input/eventN); default the first with a stick."),
-    video_codec: str = typer.Option("h264", "--video-codec", help="Codec of camera videos: h264, hevc or libsvtav1."),
+    teleop: str = typer.Option(
+        "keyboard", "--teleop", help="Command source: keyboard, gamepad or expert."
+    ),
+    episodes: int = typer.Option(
+        10, "--episodes", "-n", min=1, help="Episodes to record (saved ones count)."
+    ),
+    fps: int | None = typer.Option(
+        None,
+        "--fps",
+        min=1,
+        help="Control and recording rate in Hz; default the description's control rate.",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Append to an existing dataset (after cleaning leftovers of an interrupted run).",
+    ),
+    noise: float = typer.Option(
+        0.0,
+        "--noise",
+        min=0.0,
+        help="DART noise std for the scripted expert (executed and recorded as 'action').",
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the scenes (episode k uses seed, k) and the expert's noise."
+    ),
+    description: str = typer.Option(
+        "rover", "--description", help="Robot description: a YAML path or a shipped name."
+    ),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", min=1, help="Cap on steps per episode; default the task's."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="Gamepad device (/dev/input/eventN); default the first with a stick."
+    ),
+    video_codec: str = typer.Option(
+        "h264", "--video-codec", help="Codec of camera videos: h264, hevc or libsvtav1."
+    ),
 ) -> None:
     """Record demonstrations through the control loop into a LeRobot v3.0 dataset.
 
@@ -102,11 +135,15 @@ def record(
     desc = load_description(description)
     rate = fps or desc.control.rate
     if float(rate) != int(rate):
-        raise Sim2PiError(f"the dataset needs an integer rate; give --fps (control rate is {rate} Hz)")
+        raise Sim2PiError(
+            f"the dataset needs an integer rate; give --fps (control rate is {rate} Hz)"
+        )
     rate = int(rate)
     if robot != "sim":
-        raise Sim2PiError(f"--robot {robot!r} is not supported by `record` yet; use --robot sim "
-                          "(record on the Pi with `sim2pi teleop`)")
+        raise Sim2PiError(
+            f"--robot {robot!r} is not supported by `record` yet; use --robot sim "
+            "(record on the Pi with `sim2pi teleop`)"
+        )
     from sim.backend import TwinBackend
 
     backend = TwinBackend(task, desc, seed=seed)
@@ -116,7 +153,9 @@ def record(
         try:
             writer.spec.check(observer.spec)
             if writer.fps != rate:
-                raise Sim2PiError(f"{out} was recorded at {writer.fps} fps, not {rate}; pass --fps {writer.fps}")
+                raise Sim2PiError(
+                    f"{out} was recorded at {writer.fps} fps, not {rate}; pass --fps {writer.fps}"
+                )
         except BaseException:
             writer.close()
             raise
@@ -133,8 +172,16 @@ def record(
     # next.success agree with compute_reward on the recorded columns (what HER relabels); the twin's
     # ground truth still reaches the expert through ctx.info
     judge = goal_judge(observer.info.name) if observer.info.goal_conditioned else None
-    loop = ControlLoop(backend.robot, observer, source, recorder=writer, rate=rate, paced=paced,
-                       ground_truth=backend.ground_truth, judge=judge)
+    loop = ControlLoop(
+        backend.robot,
+        observer,
+        source,
+        recorder=writer,
+        rate=rate,
+        paced=paced,
+        ground_truth=backend.ground_truth,
+        judge=judge,
+    )
     if teleop == "keyboard":
         console.print(f"[bold]keys:[/] {KEY_HELP}")
     start_eps = writer.num_episodes
@@ -158,15 +205,19 @@ def record(
                     successes += int(bool(res.success))
                 if status is None:
                     dt = time.perf_counter() - t0
-                    console.print(f"episode {k}: {res.steps} steps, success {res.success}, "
-                                  f"{'saved' if res.info.get('recorded') else 'discarded'} "
-                                  f"({saved}/{episodes} in {dt:.1f} s)")
+                    console.print(
+                        f"episode {k}: {res.steps} steps, success {res.success}, "
+                        f"{'saved' if res.info.get('recorded') else 'discarded'} "
+                        f"({saved}/{episodes} in {dt:.1f} s)"
+                    )
         finally:
             if status is not None:
                 status.stop()
     dt = time.perf_counter() - t0
-    console.print(f"recorded {saved} episode(s) ({successes} successful) into {out} in {dt:.1f} s; "
-                  f"dataset has {writer.num_episodes} episodes, {writer.num_frames} frames")
+    console.print(
+        f"recorded {saved} episode(s) ({successes} successful) into {out} in {dt:.1f} s; "
+        f"dataset has {writer.num_episodes} episodes, {writer.num_frames} frames"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,8 +261,10 @@ def validate_cmd(
     for p in problems:
         console.print(f"[{'red' if p.level == 'error' else 'yellow'}]{p}[/]", highlight=False)
     if errors:
-        console.print(f"[red]{len(errors)} error(s)[/]; `sim2pi dataset repair {path}` rebuilds the "
-                      "metadata from the episode files")
+        console.print(
+            f"[red]{len(errors)} error(s)[/]; `sim2pi dataset repair {path}` rebuilds the "
+            "metadata from the episode files"
+        )
         raise typer.Exit(1)
     console.print(f"[green]ok[/]: {path}")
 
@@ -237,15 +290,21 @@ def repair_cmd(path: Path = typer.Argument(..., help="Dataset folder.")) -> None
 @dataset_app.command("compact")
 def compact_cmd(
     path: Path = typer.Argument(..., help="Dataset folder."),
-    max_data_mb: float = typer.Option(100.0, "--max-data-mb", help="Largest merged data file (MB)."),
-    max_video_mb: float = typer.Option(500.0, "--max-video-mb", help="Largest merged video file (MB)."),
+    max_data_mb: float = typer.Option(
+        100.0, "--max-data-mb", help="Largest merged data file (MB)."
+    ),
+    max_video_mb: float = typer.Option(
+        500.0, "--max-video-mb", help="Largest merged video file (MB)."
+    ),
 ) -> None:
     """Merge one-file-per-episode into few large files (faster first open); crash-safe."""
     from deploy.dataset import compact
 
     r = compact(path, max_data_mb=max_data_mb, max_video_mb=max_video_mb)
-    console.print(f"{r.episodes} episodes: data files {r.data_files_before} -> {r.data_files_after}, "
-                  f"episode files {r.meta_files_before} -> {r.meta_files_after} in {r.seconds:.2f} s")
+    console.print(
+        f"{r.episodes} episodes: data files {r.data_files_before} -> {r.data_files_after}, "
+        f"episode files {r.meta_files_before} -> {r.meta_files_after} in {r.seconds:.2f} s"
+    )
 
 
 @dataset_app.command("plot")
@@ -282,8 +341,16 @@ def plot_dataset(path: str | Path, out: str | Path, *, max_episodes: int = 50) -
     if eps and "x" in names and "y" in names:
         ix, iy = names.index("x"), names.index("y")
         fig, ax = plt.subplots(figsize=(6, 6))
-        ax.add_patch(plt.Rectangle((-ARENA_HALF, -ARENA_HALF), 2 * ARENA_HALF, 2 * ARENA_HALF,
-                                   fill=False, lw=2, color="k"))
+        ax.add_patch(
+            plt.Rectangle(
+                (-ARENA_HALF, -ARENA_HALF),
+                2 * ARENA_HALF,
+                2 * ARENA_HALF,
+                fill=False,
+                lw=2,
+                color="k",
+            )
+        )
         cmap = plt.get_cmap("viridis")
         for j, ep in enumerate(eps):
             c = cmap(j / max(1, n - 1))

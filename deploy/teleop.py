@@ -98,10 +98,14 @@ def mix(forward: float, turn: float) -> np.ndarray:
 
 # key token -> ("forward" | "turn", step sign) | ("stop", 0) | ("event", name)
 KEYMAP: dict[str, tuple[str, Any]] = {
-    "w": ("forward", +1), "up": ("forward", +1),
-    "s": ("forward", -1), "down": ("forward", -1),
-    "a": ("turn", +1), "left": ("turn", +1),
-    "d": ("turn", -1), "right": ("turn", -1),
+    "w": ("forward", +1),
+    "up": ("forward", +1),
+    "s": ("forward", -1),
+    "down": ("forward", -1),
+    "a": ("turn", +1),
+    "left": ("turn", +1),
+    "d": ("turn", -1),
+    "right": ("turn", -1),
     " ": ("stop", 0),
     "n": ("event", EVENT_NEXT),
     "r": ("event", EVENT_RERECORD),
@@ -111,8 +115,10 @@ KEYMAP: dict[str, tuple[str, Any]] = {
     "x": ("event", EVENT_RESET),
 }
 _ARROWS = {"A": "up", "B": "down", "C": "right", "D": "left"}
-KEY_HELP = ("W/A/S/D or arrows drive (each press steps the speed), space stops, n next episode, "
-            "r re-record, g success, q quit, e e-stop, x reset e-stop")
+KEY_HELP = (
+    "W/A/S/D or arrows drive (each press steps the speed), space stops, n next episode, "
+    "r re-record, g success, q quit, e e-stop, x reset e-stop"
+)
 
 
 def split_keys(buf: bytes) -> tuple[list[str], bytes]:
@@ -121,12 +127,12 @@ def split_keys(buf: bytes) -> tuple[list[str], bytes]:
     keys: list[str] = []
     i = 0
     while i < len(buf):
-        b = buf[i:i + 1]
+        b = buf[i : i + 1]
         if b == b"\x1b":
-            if i + 1 >= len(buf) or (buf[i + 1:i + 2] in (b"[", b"O") and i + 2 >= len(buf)):
+            if i + 1 >= len(buf) or (buf[i + 1 : i + 2] in (b"[", b"O") and i + 2 >= len(buf)):
                 return keys, buf[i:]
-            if buf[i + 1:i + 2] in (b"[", b"O"):
-                code = buf[i + 2:i + 3].decode("ascii", "replace")
+            if buf[i + 1 : i + 2] in (b"[", b"O"):
+                code = buf[i + 2 : i + 3].decode("ascii", "replace")
                 keys.append(_ARROWS.get(code, f"esc-{code}"))
                 i += 3
                 continue
@@ -173,14 +179,22 @@ class KeyboardSource:
 
     name = "keyboard"
 
-    def __init__(self, fd: int | None = None, *, step: float = 0.25, idle_stop: float = 1.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fd: int | None = None,
+        *,
+        step: float = 0.25,
+        idle_stop: float = 1.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         import sys
 
         self.fd = sys.stdin.fileno() if fd is None else fd
         if not os.isatty(self.fd):
-            raise DeviceError("keyboard teleop needs a terminal (stdin is not a tty); run it in a "
-                              "terminal or over `ssh -t`")
+            raise DeviceError(
+                "keyboard teleop needs a terminal (stdin is not a tty); run it in a "
+                "terminal or over `ssh -t`"
+            )
         self.step = float(step)
         self.idle_stop = float(idle_stop)
         self.clock = clock
@@ -270,9 +284,15 @@ EV_KEY, EV_ABS = 1, 3
 ABS_X, ABS_Y, ABS_RX, ABS_RY = 0, 1, 3, 4
 BTN_SOUTH, BTN_EAST, BTN_NORTH, BTN_WEST = 304, 305, 307, 308
 BTN_SELECT, BTN_START, BTN_MODE = 314, 315, 316
-GAMEPAD_BUTTONS = {BTN_SOUTH: EVENT_NEXT, BTN_EAST: EVENT_RERECORD, BTN_NORTH: EVENT_SUCCESS,
-                   BTN_WEST: EVENT_RESET, BTN_START: EVENT_QUIT, BTN_SELECT: EVENT_ESTOP,
-                   BTN_MODE: EVENT_ESTOP}
+GAMEPAD_BUTTONS = {
+    BTN_SOUTH: EVENT_NEXT,
+    BTN_EAST: EVENT_RERECORD,
+    BTN_NORTH: EVENT_SUCCESS,
+    BTN_WEST: EVENT_RESET,
+    BTN_START: EVENT_QUIT,
+    BTN_SELECT: EVENT_ESTOP,
+    BTN_MODE: EVENT_ESTOP,
+}
 
 
 def axis_to_unit(value: float, lo: float, hi: float, deadzone: float = 0.1) -> float:
@@ -304,7 +324,11 @@ class GamepadSource:
 
     def __init__(self, device: Any = None, *, deadzone: float = 0.1) -> None:
         self.deadzone = float(deadzone)
-        self.device = device if (device is not None and not isinstance(device, str)) else _open_gamepad(device)
+        self.device = (
+            device
+            if (device is not None and not isinstance(device, str))
+            else _open_gamepad(device)
+        )
         self._absinfo: dict[int, tuple[float, float]] = {}
         try:
             caps = self.device.capabilities(absinfo=True)
@@ -367,8 +391,10 @@ def _open_gamepad(path: str | None) -> Any:
     try:
         import evdev
     except ImportError:
-        raise DeviceError("gamepad teleop needs the 'evdev' package (Linux only): "
-                          "pip install evdev — or use --teleop keyboard") from None
+        raise DeviceError(
+            "gamepad teleop needs the 'evdev' package (Linux only): "
+            "pip install evdev — or use --teleop keyboard"
+        ) from None
     if path is not None:
         try:
             return evdev.InputDevice(path)
@@ -381,8 +407,10 @@ def _open_gamepad(path: str | None) -> Any:
             logger.info("using gamepad %s (%s)", dev.path, dev.name)
             return dev
         dev.close()
-    raise DeviceError("no gamepad found under /dev/input (is it connected, and may this user read "
-                      "/dev/input/event*? add the user to the 'input' group)")
+    raise DeviceError(
+        "no gamepad found under /dev/input (is it connected, and may this user read "
+        "/dev/input/event*? add the user to the 'input' group)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,11 +424,15 @@ class ExpertSource:
 
     name = "expert"
 
-    def __init__(self, task: str, desc: Any, *, noise: float = 0.0, seed: int | None = None) -> None:
+    def __init__(
+        self, task: str, desc: Any, *, noise: float = 0.0, seed: int | None = None
+    ) -> None:
         try:
             from sim.experts import make_expert
         except ImportError as e:
-            raise Sim2PiError(f"the scripted expert needs the sim extra (pip install 'sim2pi[sim]'): {e}") from None
+            raise Sim2PiError(
+                f"the scripted expert needs the sim extra (pip install 'sim2pi[sim]'): {e}"
+            ) from None
         self.expert = make_expert(task, desc, noise=noise, seed=seed)
 
     def reset(self) -> None:
@@ -459,8 +491,15 @@ class CallbackSource:
         pass
 
 
-def make_source(kind: str, *, task: str = "reach", desc: Any = None, noise: float = 0.0,
-                seed: int | None = None, device: str | None = None) -> CommandSource:
+def make_source(
+    kind: str,
+    *,
+    task: str = "reach",
+    desc: Any = None,
+    noise: float = 0.0,
+    seed: int | None = None,
+    device: str | None = None,
+) -> CommandSource:
     """Build a source by name: ``keyboard``, ``gamepad``, ``expert``."""
     if kind == "keyboard":
         return KeyboardSource()

@@ -62,15 +62,22 @@ class EncoderSettings:
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
-            raise DatasetError(f"unknown video codec '{self.codec}'; choose one of {sorted(CODECS)}")
+            raise DatasetError(
+                f"unknown video codec '{self.codec}'; choose one of {sorted(CODECS)}"
+            )
         if not 0 <= int(self.crf) <= 63:
             raise DatasetError(f"video crf {self.crf} is outside [0, 63]")
         if int(self.gop) < 1:
             raise DatasetError(f"video gop {self.gop} must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"codec": self.codec, "crf": int(self.crf), "gop": int(self.gop),
-                "preset": self.preset, "threads": int(self.threads)}
+        return {
+            "codec": self.codec,
+            "crf": int(self.crf),
+            "gop": int(self.gop),
+            "preset": self.preset,
+            "threads": int(self.threads),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> EncoderSettings:
@@ -155,30 +162,45 @@ class VideoEncoder:
     file and returns the frame count and image statistics; ``abort()`` stops and deletes the file.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: int,
-                 settings: EncoderSettings | None = None, *, queue_size: int = 256) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        fps: int,
+        settings: EncoderSettings | None = None,
+        *,
+        queue_size: int = 256,
+    ) -> None:
         self.path = Path(path)
         self.width, self.height, self.fps = int(width), int(height), int(fps)
         self.settings = settings or EncoderSettings()
         if self.settings.codec in ("h264", "hevc") and (self.width % 2 or self.height % 2):
-            raise DatasetError(f"{self.settings.codec} with yuv420p needs an even frame size, got "
-                               f"{self.width}x{self.height}; crop or resize the camera image")
+            raise DatasetError(
+                f"{self.settings.codec} with yuv420p needs an even frame size, got "
+                f"{self.width}x{self.height}; crop or resize the camera image"
+            )
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._error: BaseException | None = None
         self._frames = 0
         self._stats = ImageStats()
-        self._thread = threading.Thread(target=self._run, name=f"video-encoder:{self.path.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"video-encoder:{self.path.name}", daemon=True
+        )
         self._started = False
         self._done = False
 
     def put(self, frame: np.ndarray) -> None:
         """Queue one (H, W, 3) uint8 RGB frame (the caller must not modify it afterwards)."""
         if self._error is not None:
-            raise DatasetError(f"video encoder for {self.path} failed: {self._error}") from self._error
+            raise DatasetError(
+                f"video encoder for {self.path} failed: {self._error}"
+            ) from self._error
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise DatasetError(f"frame for {self.path.name} must be ({self.height}, {self.width}, 3) "
-                               f"uint8, got {frame.shape} {frame.dtype}")
+            raise DatasetError(
+                f"frame for {self.path.name} must be ({self.height}, {self.width}, 3) "
+                f"uint8, got {frame.shape} {frame.dtype}"
+            )
         if not self._started:
             self._thread.start()
             self._started = True
@@ -242,7 +264,9 @@ class VideoEncoder:
         self._queue.put(_STOP)
         self._thread.join()
         if self._error is not None:
-            raise DatasetError(f"video encoder for {self.path} failed: {self._error}") from self._error
+            raise DatasetError(
+                f"video encoder for {self.path} failed: {self._error}"
+            ) from self._error
         fsync_file(self.path)
         return EncodeResult(self.path, self._frames, self._stats.result())
 
@@ -300,10 +324,15 @@ def probe_video(path: str | Path, fps: int) -> VideoProbe:
             times.sort()
             ok = all(abs(float(t * tb) - k / fps) < 1e-4 for k, t in enumerate(times))
             return VideoProbe(
-                frames=len(times), width=s.codec_context.width, height=s.codec_context.height,
-                codec=s.codec.canonical_name if s.codec else "", pix_fmt=s.codec_context.pix_fmt or "",
-                fps=round(float(s.base_rate or s.average_rate or fps)), pts_ok=ok,
-                extradata=bytes(s.codec_context.extradata or b""))
+                frames=len(times),
+                width=s.codec_context.width,
+                height=s.codec_context.height,
+                codec=s.codec.canonical_name if s.codec else "",
+                pix_fmt=s.codec_context.pix_fmt or "",
+                fps=round(float(s.base_rate or s.average_rate or fps)),
+                pts_ok=ok,
+                extradata=bytes(s.codec_context.extradata or b""),
+            )
     except DatasetError:
         raise
     except Exception as e:
@@ -374,7 +403,9 @@ def concat_videos(inputs: list[Path], frames: list[int], output: Path, fps: int)
                 tb = s.time_base
                 shift = Fraction(offset, fps) / tb
                 if shift.denominator != 1:
-                    raise DatasetError(f"{path}: time base {tb} cannot represent frame times at {fps} fps")
+                    raise DatasetError(
+                        f"{path}: time base {tb} cannot represent frame times at {fps} fps"
+                    )
                 got = 0
                 for p in inp.demux(s):
                     if p.pts is None:

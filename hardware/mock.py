@@ -30,9 +30,12 @@ import numpy as np
 from hardware.camera import Camera, ReplayCamera, synthetic_frames
 from hardware.description import RobotDescription
 from hardware.errors import DeviceError
-from hardware.pi import SPEED_OF_SOUND, PiRobot, target_wheel_speed
+from hardware.pi import SPEED_OF_SOUND, PiRobot, wheel_speed_for_duty
 
 Clock = Callable[[], float]
+
+#: Longest state log kept on an encoder pin (gpiozero's MockPin appends one entry per edge).
+_MAX_PIN_HISTORY = 10_000
 
 
 def _sonar_pin_class() -> type:
@@ -111,6 +114,10 @@ class MockRobot(PiRobot):
         self.true_wheel_speed = np.zeros(2)
         self._emitted = [0, 0]
         self._t_model = 0.0
+        # Pin handles and model constants, looked up once at connect (``factory.pin`` walks the
+        # whole board description on every call: too slow for every tick).
+        self._duty_pins: tuple[tuple[Any, Any, Any, float], ...] = ()
+        self._encoder_pins: tuple[tuple[Any, Any], ...] = ()
 
     # -- handles -----------------------------------------------------------------------------
 
@@ -173,22 +180,43 @@ class MockRobot(PiRobot):
 
     # -- the simulated world -----------------------------------------------------------------
 
-    def _physical_duty(self) -> np.ndarray:
-        """Signed duty each wheel really gets, read back from the motor pins and the wiring."""
+    def _cache_pins(self) -> None:
+        """Look up the motor and encoder pin handles once (they live as long as the factory)."""
         m = self.description.motors
-        pins = self.motor_pins
-        duty = np.zeros(2)
-        for i, side in enumerate(("left", "right")):
-            p = pins[side]
-            if m.driver == "phase_enable":
-                v = float(p["enable"].state) * (-1.0 if p["phase"].state else 1.0)
+        phase = m.driver == "phase_enable"
+        duty = []
+        for side, inverted in (("left", m.invert_left), ("right", m.invert_right)):
+            pins = getattr(m, side)
+            sign = -1.0 if inverted else 1.0
+            en = None if pins.enable is None else self.factory.pin(pins.enable)
+            if phase:
+                duty.append((None, self.factory.pin(pins.phase), en, sign))
             else:
-                v = float(p["forward"].state) - float(p["backward"].state)
-                if "enable" in p and not p["enable"].state:
+                duty.append((self.factory.pin(pins.forward), self.factory.pin(pins.backward), en, sign))
+        self._duty_pins = tuple(duty)
+        if self.description.encoders.enabled:
+            e = self.description.encoders
+            self._encoder_pins = tuple(
+                (self.factory.pin(a), self.factory.pin(b))
+                for a, b in ((e.left_a, e.left_b), (e.right_a, e.right_b))
+            )
+        else:
+            self._encoder_pins = ()
+
+    def _physical_duty(self) -> tuple[float, float]:
+        """Signed duty each wheel really gets, read back from the motor pins and the wiring."""
+        if not self._duty_pins:
+            self._cache_pins()
+        out = []
+        for fwd, back, en, sign in self._duty_pins:
+            if fwd is None:  # phase_enable: ``back`` is the phase pin
+                v = float(en.state) * (-1.0 if back.state else 1.0)
+            else:
+                v = float(fwd.state) - float(back.state)
+                if en is not None and not en.state:
                     v = 0.0
-            inverted = m.invert_left if side == "left" else m.invert_right
-            duty[i] = -v if inverted else v
-        return duty
+            out.append(sign * v)
+        return out[0], out[1]
 
     def advance_world(self) -> None:
         """Integrate the wheel model to the robot's clock and emit the encoder edges."""
@@ -200,36 +228,43 @@ class MockRobot(PiRobot):
             return
         self._t_model = now
         m = self.description.motors
-        target = target_wheel_speed(self._physical_duty(), m)
-        w0 = self.true_wheel_speed
         tau = m.time_constant
-        if tau > 1e-6:
-            k = math.exp(-dt / tau)
-            # exact integral of a first-order lag over dt
-            self.true_wheel_angle = (
-                self.true_wheel_angle + target * dt + (w0 - target) * tau * (1 - k)
-            )
-            self.true_wheel_speed = target + (w0 - target) * k
-        else:
-            self.true_wheel_angle = self.true_wheel_angle + target * dt
-            self.true_wheel_speed = target
-        if self.encoders is not None:
-            e = self.description.encoders
-            pins = ((e.left_a, e.left_b), (e.right_a, e.right_b))
-            for i in range(2):
-                want = math.floor(self.true_wheel_angle[i] / (2 * math.pi) * e.ticks_per_rev)
-                a, b = (self.factory.pin(p) for p in pins[i])
-                while self._emitted[i] < want:
+        k = math.exp(-dt / tau) if tau > 1e-6 else 0.0
+        angle, speed = self.true_wheel_angle, self.true_wheel_speed
+        duty = self._physical_duty()
+        for i in range(2):
+            target = wheel_speed_for_duty(duty[i], m)
+            if tau > 1e-6:
+                w0 = float(speed[i])
+                # exact integral of a first-order lag over dt
+                angle[i] = float(angle[i]) + target * dt + (w0 - target) * tau * (1 - k)
+                speed[i] = target + (w0 - target) * k
+            else:
+                angle[i] = float(angle[i]) + target * dt
+                speed[i] = target
+        if self._encoder_pins:
+            tpr = self.description.encoders.ticks_per_rev
+            for i, (a, b) in enumerate(self._encoder_pins):
+                want = math.floor(float(angle[i]) / (2 * math.pi) * tpr)
+                emitted = self._emitted[i]
+                while emitted < want:
                     _quadrature_step(a, b)  # A leads: gpiozero's RotaryEncoder counts +1
-                    self._emitted[i] += 1
-                while self._emitted[i] > want:
+                    emitted += 1
+                while emitted > want:
                     _quadrature_step(b, a)  # B leads: -1
-                    self._emitted[i] -= 1
+                    emitted -= 1
+                self._emitted[i] = emitted
+                if len(a.states) > _MAX_PIN_HISTORY:
+                    # MockPin logs every edge; an encoder emits thousands a second: keep the
+                    # log bounded on long runs (nothing reads the encoder pins' history)
+                    a.clear_states()
+                    b.clear_states()
 
     def connect(self) -> None:
         if self.is_connected:
             return
         super().connect()
+        self._cache_pins()
         self._t_model = self.clock()
         self.true_wheel_angle = np.zeros(2)
         self.true_wheel_speed = np.zeros(2)

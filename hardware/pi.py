@@ -105,6 +105,9 @@ class DriveTrain:
             for m in built:
                 _close_quietly(m, "motor")
             raise
+        # The motors themselves, for drive(): ``Robot.value = (l, r)`` is exactly
+        # ``left_motor.value, right_motor.value = l, r`` behind two composite-device lookups.
+        self._left, self._right = built
         self._robot.stop()
         log.info(
             "drive: gpiozero Robot of two %s (PWM %d Hz, invert left=%s right=%s)",
@@ -128,7 +131,10 @@ class DriveTrain:
     def drive(self, left: float, right: float) -> None:
         """Apply finite duties in [-1, 1]; on any gpiozero error both motors are stopped."""
         try:
-            self._robot.value = (float(left) * self._signs[0], float(right) * self._signs[1])
+            # each Motor switches its opposite H-bridge pin off before driving one (gpiozero's
+            # forward()/backward()), so forward and backward are never driven together
+            self._left.value = float(left) * self._signs[0]
+            self._right.value = float(right) * self._signs[1]
         except Exception as e:
             self.stop()
             raise DeviceError(
@@ -462,6 +468,16 @@ def target_wheel_speed(duty: np.ndarray, motors: Motors) -> np.ndarray:
     return np.sign(duty) * mag * motors.max_wheel_speed
 
 
+def wheel_speed_for_duty(duty: float, motors: Motors) -> float:
+    """:func:`target_wheel_speed` for one wheel, on plain floats (the same arithmetic, bit for
+    bit; a per-tick helper: a 2-element numpy round trip costs more than the maths)."""
+    db = motors.deadband
+    mag = (abs(duty) - db) / (1.0 - db)
+    if not mag > 0.0:
+        return 0.0
+    return math.copysign(mag * motors.max_wheel_speed, duty)
+
+
 class PiRobot(Robot):
     """A described rover on a Raspberry Pi: gpiozero motors, HC-SR04, encoders, e-stop, camera.
 
@@ -511,11 +527,13 @@ class PiRobot(Robot):
         g = desc.geometry
         self.odometry = DiffDriveOdometry(g.wheel_radius, g.track_width)
         self._applied = np.zeros(2)
-        self._wheel_speed = np.zeros(2)
+        # Odometry state on plain floats: 2-element numpy arrays cost more than the maths per tick.
+        self._wheel_speed = (0.0, 0.0)
         self._last_steps = (0, 0)
         self._last_t = 0.0
         self._speed_t = 0.0
-        self._speed_acc = np.zeros(2)
+        self._speed_acc = (0.0, 0.0)
+        self._speed_window = 0.5 / desc.control.rate
         self._lock = threading.RLock()
 
     # -- Robot interface -------------------------------------------------------------------------
@@ -592,10 +610,11 @@ class PiRobot(Robot):
             self._close_all()
             raise
         now = self.clock()
+        self._speed_window = 0.5 / d.control.rate
         self._last_t = self._speed_t = now
         self._last_steps = self.encoders.steps() if self.encoders else (0, 0)
-        self._speed_acc = np.zeros(2)
-        self._wheel_speed = np.zeros(2)
+        self._speed_acc = (0.0, 0.0)
+        self._wheel_speed = (0.0, 0.0)
         self._applied = np.zeros(2)
         self._connected = True
         log.info(
@@ -618,7 +637,7 @@ class PiRobot(Robot):
             self._update_odometry(now)
             obs: dict[str, np.ndarray] = {
                 "pose": self.odometry.pose,
-                "wheel_speed": self._wheel_speed.astype(np.float32),
+                "wheel_speed": np.array(self._wheel_speed, np.float32),
             }
         if self.ranger is not None:
             r = self.ranger.latest
@@ -733,29 +752,33 @@ class PiRobot(Robot):
     def _update_odometry(self, now: float) -> None:
         """Advance odometry to ``now``: encoder steps, or the applied duty through the motor model."""
         dt = now - self._last_t
-        if self.encoders is not None:
-            steps = self.encoders.steps()
+        encoders = self.encoders
+        if encoders is not None:
+            steps = encoders.steps()
             tpr = self.description.encoders.ticks_per_rev
-            dphi = np.array(
-                [
-                    ticks_to_radians(steps[0] - self._last_steps[0], tpr),
-                    ticks_to_radians(steps[1] - self._last_steps[1], tpr),
-                ]
-            )
+            last = self._last_steps
+            dl = ticks_to_radians(steps[0] - last[0], tpr)
+            dr = ticks_to_radians(steps[1] - last[1], tpr)
             self._last_steps = steps
         else:
-            w = target_wheel_speed(self._applied, self.description.motors)
-            dphi = w * max(dt, 0.0)
+            m = self.description.motors
+            applied = self._applied
+            dt_pos = max(dt, 0.0)
+            dl = wheel_speed_for_duty(float(applied[0]), m) * dt_pos
+            dr = wheel_speed_for_duty(float(applied[1]), m) * dt_pos
         self._last_t = now
-        if dphi[0] or dphi[1]:
-            self.odometry.update(float(dphi[0]), float(dphi[1]))
+        if dl or dr:
+            self.odometry.update(dl, dr)
         # Wheel speed over a window of at least half a control period (one encoder step is coarse).
-        self._speed_acc += dphi
+        acc_l, acc_r = self._speed_acc
+        acc_l += dl
+        acc_r += dr
         window = now - self._speed_t
-        if window >= 0.5 / self.description.control.rate:
-            self._wheel_speed = self._speed_acc / window
-            self._speed_acc = np.zeros(2)
+        if window >= self._speed_window:
+            self._wheel_speed = (acc_l / window, acc_r / window)
+            acc_l = acc_r = 0.0
             self._speed_t = now
+        self._speed_acc = (acc_l, acc_r)
 
     def _close_all(self) -> None:
         if self.drive is not None:

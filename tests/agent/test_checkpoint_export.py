@@ -18,14 +18,25 @@ from hardware.errors import Sim2PiError
 
 
 def quick_cfg(tmp_path, name: str, **kw) -> GCBCConfig:  # type: ignore[no-untyped-def]
-    base = dict(out=str(tmp_path / name), steps=30, batch_size=64, hidden=(32, 32),
-                eval_episodes=0, progress=False, save_every=0, log_every=10)
+    base = dict(
+        out=str(tmp_path / name),
+        steps=30,
+        batch_size=64,
+        hidden=(32, 32),
+        eval_episodes=0,
+        progress=False,
+        save_every=0,
+        log_every=10,
+    )
     return GCBCConfig(**{**base, **kw})
 
 
 def test_checkpoint_round_trip(reach_spec, reach_demos, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    res = train(quick_cfg(tmp_path, "a", head="gmm", history=2, arch="gru"),
-                episodes=reach_demos, spec=reach_spec)
+    res = train(
+        quick_cfg(tmp_path, "a", head="gmm", history=2, arch="gru"),
+        episodes=reach_demos,
+        spec=reach_spec,
+    )
     policy, meta = load_policy(res.run)
     assert meta.algo == "gcbc" and meta.step == 30 and meta.policy == res.policy.config
     assert meta.spec == reach_spec and meta.robot_hash == reach_spec.robot_hash
@@ -57,8 +68,9 @@ def test_resume_continues_exactly(reach_spec, reach_demos, tmp_path) -> None:  #
     with pytest.raises(Sim2PiError, match="--resume"):
         train(quick_cfg(tmp_path, "inter", steps=40), episodes=reach_demos, spec=reach_spec)
     # ... resumes (weights, optimizer, RNG states) to the very same weights as an uninterrupted run.
-    resumed = train(quick_cfg(tmp_path, "inter", steps=40, resume=True), episodes=reach_demos,
-                    spec=reach_spec)
+    resumed = train(
+        quick_cfg(tmp_path, "inter", steps=40, resume=True), episodes=reach_demos, spec=reach_spec
+    )
     assert resumed.step == 40
     for k, v in full.policy.state_dict().items():
         torch.testing.assert_close(resumed.policy.state_dict()[k], v, rtol=0, atol=0)
@@ -103,8 +115,17 @@ def _trained(spec, episodes, cfg: PolicyConfig, steps: int = 60) -> Policy:  # t
     store = EpisodeStore(spec, episodes)
     p = Policy(spec, cfg)
     p.set_stats(compute_stats(spec, store, cfg))
-    tr = Trainer(p, store, RelabelConfig("future" if spec.goal_keys else "none"), lr=1e-3,
-                 weight_decay=0.0, grad_clip=10.0, batch_size=32, total_steps=steps, seed=0)
+    tr = Trainer(
+        p,
+        store,
+        RelabelConfig("future" if spec.goal_keys else "none"),
+        lr=1e-3,
+        weight_decay=0.0,
+        grad_clip=10.0,
+        batch_size=32,
+        total_steps=steps,
+        seed=0,
+    )
     for _ in range(steps):
         tr.train_step()
     return p.eval()
@@ -112,8 +133,9 @@ def _trained(spec, episodes, cfg: PolicyConfig, steps: int = 60) -> Policy:  # t
 
 @pytest.mark.parametrize("head", ["mse", "gmm", "discrete", "tanh_gaussian"])
 @pytest.mark.parametrize("arch,history", [("mlp", 1), ("mlp", 3), ("gru", 3)])
-def test_export_parity_and_checker_on_1000_dataset_observations(reach_spec, reach_demos, tmp_path,
-                                                                head, arch, history) -> None:  # type: ignore[no-untyped-def]
+def test_export_parity_and_checker_on_1000_dataset_observations(
+    reach_spec, reach_demos, tmp_path, head, arch, history
+) -> None:  # type: ignore[no-untyped-def]
     import onnx
 
     from deploy.bundle import Bundle
@@ -128,7 +150,8 @@ def test_export_parity_and_checker_on_1000_dataset_observations(reach_spec, reac
     onnx.checker.check_model(model, full_check=True)
     names = [i.name for i in model.graph.input]
     assert names == list(reach_spec.observation) and [o.name for o in model.graph.output] == [
-        "action"]
+        "action"
+    ]
     b = Bundle.load(tmp_path / "bundle")
     assert b.history == history and b.spec == reach_spec and b.policy["head"] == head
 

@@ -18,9 +18,14 @@ from hardware.tasks import task_spec
 
 def random_obs(spec, batch: int, history: int, seed: int = 0) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(seed)
-    return {k: (torch.randint(0, 256, (batch, history, *f.shape), generator=g, dtype=torch.uint8)
-                if f.is_image else torch.randn((batch, history, *f.shape), generator=g))
-            for k, f in spec.observation.items()}
+    return {
+        k: (
+            torch.randint(0, 256, (batch, history, *f.shape), generator=g, dtype=torch.uint8)
+            if f.is_image
+            else torch.randn((batch, history, *f.shape), generator=g)
+        )
+        for k, f in spec.observation.items()
+    }
 
 
 @pytest.mark.parametrize("task", ["reach", "push", "seek"])
@@ -28,8 +33,12 @@ def random_obs(spec, batch: int, history: int, seed: int = 0) -> dict[str, torch
 @pytest.mark.parametrize("head", ["mse", "gmm", "discrete", "tanh_gaussian"])
 def test_every_policy_maps_windows_to_clipped_actions(desc, task, arch, head) -> None:  # type: ignore[no-untyped-def]
     spec = task_spec(task, desc)
-    p = Policy(spec, PolicyConfig(arch=arch, head=head, history=3, hidden=(32, 32),
-                                  image_embed=16, egocentric=True))
+    p = Policy(
+        spec,
+        PolicyConfig(
+            arch=arch, head=head, history=3, hidden=(32, 32), image_embed=16, egocentric=True
+        ),
+    )
     obs = random_obs(spec, 5, 3)
     a = p(obs)
     assert a.shape == (5, 2) and torch.all(a.abs() <= 1.0)
@@ -57,8 +66,14 @@ def test_normalization_lives_in_buffers(reach_spec, reach_demos) -> None:  # typ
     p = Policy(reach_spec, cfg)
     stats = compute_stats(reach_spec, reach_demos, cfg)
     p.set_stats(stats)
-    assert set(stats) == {"observation", "achieved_goal", "desired_goal", "goal_delta",
-                          "ego_desired_goal", "ego_achieved_goal"}
+    assert set(stats) == {
+        "observation",
+        "achieved_goal",
+        "desired_goal",
+        "goal_delta",
+        "ego_desired_goal",
+        "ego_achieved_goal",
+    }
     for k, (m, s) in p.get_stats().items():
         np.testing.assert_allclose(m, stats[k][0])
         np.testing.assert_allclose(s, stats[k][1])
@@ -90,8 +105,14 @@ def bimodal_episodes(reach_spec, n: int = 60, length: int = 20, seed: int = 0): 
         obs = obs.astype(np.float32)
         act = np.repeat((LEFT if i % 2 else RIGHT)[None], length, 0)
         act = act + rng.normal(0, 0.02, act.shape).astype(np.float32)
-        eps.append({"observation": obs, "achieved_goal": obs[:, :2].copy(),
-                    "desired_goal": np.tile(np.float32([0.5, 0.0]), (length, 1)), "action": act})
+        eps.append(
+            {
+                "observation": obs,
+                "achieved_goal": obs[:, :2].copy(),
+                "desired_goal": np.tile(np.float32([0.5, 0.0]), (length, 1)),
+                "action": act,
+            }
+        )
     return eps
 
 
@@ -103,8 +124,17 @@ def test_mse_averages_the_modes_while_gmm_and_discrete_pick_one(reach_spec, head
     cfg = PolicyConfig(head=head, hidden=(64, 64), modes=4, bins=21)
     policy = Policy(reach_spec, cfg)
     policy.set_stats(compute_stats(reach_spec, store, cfg))
-    tr = Trainer(policy, store, RelabelConfig("none"), lr=3e-3, weight_decay=0.0, grad_clip=10.0,
-                 batch_size=128, total_steps=400, seed=0)
+    tr = Trainer(
+        policy,
+        store,
+        RelabelConfig("none"),
+        lr=3e-3,
+        weight_decay=0.0,
+        grad_clip=10.0,
+        batch_size=128,
+        total_steps=400,
+        seed=0,
+    )
     for _ in range(400):
         tr.train_step()
     test = bimodal_episodes(reach_spec, n=10, seed=1)
@@ -127,8 +157,15 @@ def test_mse_averages_the_modes_while_gmm_and_discrete_pick_one(reach_spec, head
 
 @pytest.mark.parametrize("head", ["mse", "gmm", "discrete"])
 def test_each_head_learns_to_reach_from_30_demos(reach_spec, reach_demos, tmp_path, head) -> None:  # type: ignore[no-untyped-def]
-    cfg = GCBCConfig(out=str(tmp_path / head), head=head, steps=1000, relabel_ratio=0.5,
-                     eval_episodes=0, progress=False, save_every=0)
+    cfg = GCBCConfig(
+        out=str(tmp_path / head),
+        head=head,
+        steps=1000,
+        relabel_ratio=0.5,
+        eval_episodes=0,
+        progress=False,
+        save_every=0,
+    )
     res = train(cfg, episodes=reach_demos, spec=reach_spec)
     ev = evaluate(res.policy, episodes=30, goals="heldout")
     assert ev["success_rate"] >= 0.7, ev

@@ -19,14 +19,22 @@ def synthetic_episodes(lengths: list[int], seed: int = 0) -> list[dict[str, np.n
     eps = []
     for n in lengths:
         ag = np.cumsum(rng.normal(0, 0.03, (n, 2)), axis=0).astype(np.float32) + rng.uniform(
-            -0.5, 0.5, 2).astype(np.float32)
+            -0.5, 0.5, 2
+        ).astype(np.float32)
         obs = np.zeros((n, 6), np.float32)
         obs[:, :2] = ag
         obs[:, 2] = 1.0
         dg = np.repeat(rng.uniform(-0.8, 0.8, (1, 2)).astype(np.float32), n, axis=0)
-        eps.append({"observation": obs, "achieved_goal": ag, "desired_goal": dg,
-                    "action": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-                    "reward": np.full(n, -1.0, np.float32), "success": np.zeros(n, bool)})
+        eps.append(
+            {
+                "observation": obs,
+                "achieved_goal": ag,
+                "desired_goal": dg,
+                "action": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+                "reward": np.full(n, -1.0, np.float32),
+                "success": np.zeros(n, bool),
+            }
+        )
     return eps
 
 
@@ -36,14 +44,23 @@ def relabel_all(spec, eps, strategy: str, ratio: float = 1.0, seed: int = 0, bat
     rng = np.random.default_rng(seed)
     idx = store.sample_indices(batch, rng)
     d = store.data
-    out = rel(idx, d["achieved_goal"], d["desired_goal"], d["reward"], d["success"], store.first,
-              store.last, rng)
+    out = rel(
+        idx,
+        d["achieved_goal"],
+        d["desired_goal"],
+        d["reward"],
+        d["success"],
+        store.first,
+        store.last,
+        rng,
+    )
     return store, idx, out
 
 
 @pytest.mark.parametrize("strategy", ["final", "future", "geometric", "episode"])
-def test_relabeled_goals_are_achieved_goals_of_the_same_episode_at_valid_times(reach_spec,
-                                                                               strategy):
+def test_relabeled_goals_are_achieved_goals_of_the_same_episode_at_valid_times(
+    reach_spec, strategy
+):
     eps = synthetic_episodes([1, 2, 7, 40, 13])
     store, idx, out = relabel_all(reach_spec, eps, strategy)
     assert out.relabeled.all()
@@ -90,8 +107,15 @@ def test_none_leaves_the_data_untouched(reach_spec):
     # Relabeling with another strategy never writes into the stored arrays either.
     rng = np.random.default_rng(1)
     Relabeler(reach_spec, RelabelConfig("future", 1.0))(
-        idx, store.data["achieved_goal"], store.data["desired_goal"], store.data["reward"],
-        store.data["success"], store.first, store.last, rng)
+        idx,
+        store.data["achieved_goal"],
+        store.data["desired_goal"],
+        store.data["reward"],
+        store.data["success"],
+        store.first,
+        store.last,
+        rng,
+    )
     for k, v in before.items():
         np.testing.assert_array_equal(store.data[k], v)
 
@@ -118,11 +142,15 @@ def test_future_is_uniform_and_geometric_has_the_right_mean() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(lengths=st.lists(st.integers(1, 25), min_size=1, max_size=6), seed=st.integers(0, 10_000),
-       strategy=st.sampled_from([s for s in STRATEGIES if s != "none"]))
+@given(
+    lengths=st.lists(st.integers(1, 25), min_size=1, max_size=6),
+    seed=st.integers(0, 10_000),
+    strategy=st.sampled_from([s for s in STRATEGIES if s != "none"]),
+)
 def test_goal_indices_stay_inside_the_episode(lengths, seed, strategy) -> None:  # type: ignore[no-untyped-def]
-    first = np.concatenate([np.full(n, s) for n, s in zip(lengths, np.cumsum([0, *lengths[:-1]]),
-                                                             strict=True)])
+    first = np.concatenate(
+        [np.full(n, s) for n, s in zip(lengths, np.cumsum([0, *lengths[:-1]]), strict=True)]
+    )
     last = first + np.concatenate([np.full(n, n - 1) for n in lengths])
     t = np.arange(len(first))
     g = goal_indices(strategy, t, last, np.random.default_rng(seed), start=first, gamma=0.8)

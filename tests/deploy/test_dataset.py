@@ -85,7 +85,9 @@ def test_stats_match_direct_numpy(recorded: tuple[Path, list]) -> None:
     stats = json.loads((path / "meta/stats.json").read_text())
     allf = [f for ep in frames for f in ep]
     obs = np.stack([f["observation"] for f in allf]).astype(np.float64)
-    np.testing.assert_allclose(stats["observation.state"]["mean"], obs.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        stats["observation.state"]["mean"], obs.mean(0), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(stats["observation.state"]["std"], obs.std(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stats["observation.state"]["min"], obs.min(0), rtol=1e-6)
     np.testing.assert_allclose(stats["observation.state"]["max"], obs.max(0), rtol=1e-6)
@@ -102,7 +104,9 @@ def test_stats_match_direct_numpy(recorded: tuple[Path, list]) -> None:
     # per-episode stats in the episode rows
     rows = Dataset.open(path).rows
     ep1 = np.stack([f["observation"] for f in frames[1]])
-    np.testing.assert_allclose(rows[1]["stats/observation.state/mean"], ep1.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        rows[1]["stats/observation.state/mean"], ep1.mean(0), rtol=1e-5, atol=1e-6
+    )
     q = numeric_stats(ep1)["q50"]
     np.testing.assert_allclose(rows[1]["stats/observation.state/q50"], q, rtol=1e-6)
 
@@ -147,28 +151,70 @@ def test_writer_refuses_bad_frames_naming_the_feature(tmp_path: Path) -> None:
 
 def test_second_writer_is_refused(tmp_path: Path) -> None:
     spec = make_spec(with_image=False)
-    with DatasetWriter.create(tmp_path / "d", spec, FPS), \
-            pytest.raises(DatasetError, match="another process"):
+    with (
+        DatasetWriter.create(tmp_path / "d", spec, FPS),
+        pytest.raises(DatasetError, match="another process"),
+    ):
         DatasetWriter.open(tmp_path / "d")
 
 
 # ------------------------------------------------------------------------------ conformance
 
 # LeRobot v3.0 facts this layout must follow (written out here on purpose, not imported).
-INFO_KEYS = {"codebase_version", "robot_type", "total_episodes", "total_frames", "total_tasks",
-             "chunks_size", "data_files_size_in_mb", "video_files_size_in_mb", "fps", "splits",
-             "data_path", "video_path", "features"}
-ROW_KEYS = {"episode_index", "tasks", "length", "data/chunk_index", "data/file_index",
-            "dataset_from_index", "dataset_to_index", "meta/episodes/chunk_index",
-            "meta/episodes/file_index"}
+INFO_KEYS = {
+    "codebase_version",
+    "robot_type",
+    "total_episodes",
+    "total_frames",
+    "total_tasks",
+    "chunks_size",
+    "data_files_size_in_mb",
+    "video_files_size_in_mb",
+    "fps",
+    "splits",
+    "data_path",
+    "video_path",
+    "features",
+}
+ROW_KEYS = {
+    "episode_index",
+    "tasks",
+    "length",
+    "data/chunk_index",
+    "data/file_index",
+    "dataset_from_index",
+    "dataset_to_index",
+    "meta/episodes/chunk_index",
+    "meta/episodes/file_index",
+}
 VIDEO_KEY = "observation.images.front"
-VIDEO_ROW_KEYS = {f"videos/{VIDEO_KEY}/{k}" for k in
-                  ("chunk_index", "file_index", "from_timestamp", "to_timestamp")}
-DEFAULT_FEATURES = {"timestamp": "float32", "frame_index": "int64", "episode_index": "int64",
-                    "index": "int64", "task_index": "int64"}
-DATA_COLUMNS = ["observation.state", "observation.achieved_goal", "observation.desired_goal",
-                "action", "action_applied", "next.reward", "next.success", "next.done",
-                "intervention", "timestamp", "frame_index", "episode_index", "index", "task_index"]
+VIDEO_ROW_KEYS = {
+    f"videos/{VIDEO_KEY}/{k}"
+    for k in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+}
+DEFAULT_FEATURES = {
+    "timestamp": "float32",
+    "frame_index": "int64",
+    "episode_index": "int64",
+    "index": "int64",
+    "task_index": "int64",
+}
+DATA_COLUMNS = [
+    "observation.state",
+    "observation.achieved_goal",
+    "observation.desired_goal",
+    "action",
+    "action_applied",
+    "next.reward",
+    "next.success",
+    "next.done",
+    "intervention",
+    "timestamp",
+    "frame_index",
+    "episode_index",
+    "index",
+    "task_index",
+]
 
 
 def test_conformance_layout_info_rows(recorded: tuple[Path, list]) -> None:
@@ -181,7 +227,9 @@ def test_conformance_layout_info_rows(recorded: tuple[Path, list]) -> None:
     assert info["total_tasks"] == 2 and info["chunks_size"] == 1000
     assert info["splits"] == {"train": "0:3"}
     assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-    assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    assert (
+        info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    )
     feats = info["features"]
     for k, dt in DEFAULT_FEATURES.items():
         assert feats[k] == {"dtype": dt, "shape": [1], "names": None}
@@ -196,7 +244,8 @@ def test_conformance_layout_info_rows(recorded: tuple[Path, list]) -> None:
     # data: exactly the non-video features, in info order; LeRobot's glob sees exactly our files
     data_files = sorted((path / "data").glob("*/*.parquet"))
     assert [p.relative_to(path).as_posix() for p in data_files] == [
-        f"data/chunk-000/file-{i:03d}.parquet" for i in range(3)]
+        f"data/chunk-000/file-{i:03d}.parquet" for i in range(3)
+    ]
     non_video = [k for k, f in feats.items() if f["dtype"] != "video"]
     assert non_video == DATA_COLUMNS
     for p in data_files:
@@ -255,8 +304,9 @@ def test_temporary_names_are_invisible_to_lerobots_glob(tmp_path: Path) -> None:
     assert validate(tmp_path / "d") == []
 
 
-def test_hf_datasets_and_pandas_read_the_files(recorded: tuple[Path, list], tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hf_datasets_and_pandas_read_the_files(
+    recorded: tuple[Path, list], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What LeRobot does with the files: HF `datasets` loads data/ with features built from
     info.json (shape (1,) → Value, (D,) → fixed-length list), pandas reads tasks by index."""
     datasets = pytest.importorskip("datasets")
@@ -271,8 +321,10 @@ def test_hf_datasets_and_pandas_read_the_files(recorded: tuple[Path, list], tmp_
         v = datasets.Value(ft["dtype"])
         feats[k] = v if ft["shape"] == [1] else datasets.Sequence(v, length=ft["shape"][0])
     features = datasets.Features(feats)
-    parts = [datasets.Dataset.from_parquet(str(p), features=features, cache_dir=str(tmp_path / "hf"))
-             for p in sorted((path / "data").glob("*/*.parquet"))]
+    parts = [
+        datasets.Dataset.from_parquet(str(p), features=features, cache_dir=str(tmp_path / "hf"))
+        for p in sorted((path / "data").glob("*/*.parquet"))
+    ]
     hf = datasets.concatenate_datasets(parts)
     assert len(hf) == sum(LENGTHS)
     assert hf[13]["index"] == 13 and hf[13]["episode_index"] == 1
@@ -291,7 +343,9 @@ def _one(path: Path) -> list[str]:
     return errs
 
 
-def test_truncated_parquet_is_named_and_repaired(recorded: tuple[Path, list], tmp_path: Path) -> None:
+def test_truncated_parquet_is_named_and_repaired(
+    recorded: tuple[Path, list], tmp_path: Path
+) -> None:
     path = copy(recorded[0], tmp_path)
     bad = path / "data/chunk-000/file-001.parquet"
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
@@ -303,8 +357,9 @@ def test_truncated_parquet_is_named_and_repaired(recorded: tuple[Path, list], tm
     assert errors(path, deep=True) == []
     assert (path / "data/chunk-000/file-000.parquet").read_bytes() == keep0  # untouched
     ds = Dataset.open(path)
-    np.testing.assert_array_equal(ds.episode(1)["action"],
-                                  np.stack([f["action"] for f in recorded[1][2]]))
+    np.testing.assert_array_equal(
+        ds.episode(1)["action"], np.stack([f["action"] for f in recorded[1][2]])
+    )
     assert (path / "quarantine").exists()
 
 
@@ -322,8 +377,9 @@ def test_truncated_mp4_is_named_and_repaired(recorded: tuple[Path, list], tmp_pa
     assert Dataset.open(path).episode(1)["image"].shape[0] == LENGTHS[1]
 
 
-def test_info_disagreeing_with_files_is_named_and_repaired(recorded: tuple[Path, list],
-                                                           tmp_path: Path) -> None:
+def test_info_disagreeing_with_files_is_named_and_repaired(
+    recorded: tuple[Path, list], tmp_path: Path
+) -> None:
     path = copy(recorded[0], tmp_path)
     info = json.loads((path / "meta/info.json").read_text())
     info["total_frames"] += 5
@@ -337,8 +393,9 @@ def test_info_disagreeing_with_files_is_named_and_repaired(recorded: tuple[Path,
     assert Dataset.open(path).num_frames == sum(LENGTHS)
 
 
-def test_missing_episode_file_is_named_and_repaired(recorded: tuple[Path, list],
-                                                    tmp_path: Path) -> None:
+def test_missing_episode_file_is_named_and_repaired(
+    recorded: tuple[Path, list], tmp_path: Path
+) -> None:
     path = copy(recorded[0], tmp_path)
     (path / "data/chunk-000/file-002.parquet").unlink()
     errs = _one(path)
@@ -359,12 +416,14 @@ def test_missing_episode_metadata_is_rebuilt(recorded: tuple[Path, list], tmp_pa
     assert report.episodes == 3 and report.quarantined == []
     assert errors(path, deep=True) == []
     ep = Dataset.open(path).episode(1)
-    np.testing.assert_array_equal(ep["observation"],
-                                  np.stack([f["observation"] for f in recorded[1][1]]))
+    np.testing.assert_array_equal(
+        ep["observation"], np.stack([f["observation"] for f in recorded[1][1]])
+    )
 
 
-def test_stray_parquet_and_stale_stats_are_reported(recorded: tuple[Path, list],
-                                                    tmp_path: Path) -> None:
+def test_stray_parquet_and_stale_stats_are_reported(
+    recorded: tuple[Path, list], tmp_path: Path
+) -> None:
     path = copy(recorded[0], tmp_path)
     shutil.copy(path / "data/chunk-000/file-000.parquet", path / "data/chunk-000/file-009.parquet")
     (path / "data/chunk-000/sub").mkdir()
@@ -425,10 +484,15 @@ def test_chunk_rollover_after_1000_files(tmp_path: Path, monkeypatch: pytest.Mon
             for f in synthetic_episode(e, 3, spec):
                 w.add_frame(f)
             w.save_episode()
-    names = [p.relative_to(tmp_path / "d").as_posix()
-             for p in sorted((tmp_path / "d/data").glob("*/*.parquet"))]
-    assert names == ["data/chunk-000/file-000.parquet", "data/chunk-000/file-999.parquet",
-                     "data/chunk-001/file-000.parquet"]
+    names = [
+        p.relative_to(tmp_path / "d").as_posix()
+        for p in sorted((tmp_path / "d/data").glob("*/*.parquet"))
+    ]
+    assert names == [
+        "data/chunk-000/file-000.parquet",
+        "data/chunk-000/file-999.parquet",
+        "data/chunk-001/file-000.parquet",
+    ]
     assert errors(tmp_path / "d") == []
     assert os.path.exists(tmp_path / "d/meta/episodes/chunk-001/file-000.parquet")
     assert Dataset.open(tmp_path / "d").num_episodes == 3

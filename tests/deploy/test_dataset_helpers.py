@@ -16,16 +16,26 @@ TASKS = ("reach the goal", "park by the wall")
 def make_spec(with_image: bool = True, h: int = H, w: int = W) -> Spec:
     """A goal-conditioned spec like reach, plus (optionally) a camera."""
     obs = {
-        "observation": vector("observation", ("x", "y", "cos_theta", "sin_theta", "wl", "wr"),
-                              ("m", "m", "-", "-", "rad/s", "rad/s"), (-2, -2, -1, -1, -50, -50),
-                              (2, 2, 1, 1, 50, 50)),
+        "observation": vector(
+            "observation",
+            ("x", "y", "cos_theta", "sin_theta", "wl", "wr"),
+            ("m", "m", "-", "-", "rad/s", "rad/s"),
+            (-2, -2, -1, -1, -50, -50),
+            (2, 2, 1, 1, 50, 50),
+        ),
     }
     if with_image:
         obs["image"] = image("image", h, w)
     obs["achieved_goal"] = vector("achieved_goal", ("x", "y"), ("m", "m"), (-2, -2), (2, 2))
     obs["desired_goal"] = vector("desired_goal", ("x", "y"), ("m", "m"), (-1, -1), (1, 1))
-    return Spec(observation=obs, action=action_feature(), task="reach", robot="testbot",
-                robot_hash="0123456789abcdef", control_rate=20.0)
+    return Spec(
+        observation=obs,
+        action=action_feature(),
+        task="reach",
+        robot="testbot",
+        robot_hash="0123456789abcdef",
+        control_rate=20.0,
+    )
 
 
 def synthetic_frame(k: int, episode: int, h: int = H, w: int = W) -> np.ndarray:
@@ -37,7 +47,7 @@ def synthetic_frame(k: int, episode: int, h: int = H, w: int = W) -> np.ndarray:
     img = np.stack([r, g, b], -1)
     x0 = (2 * k) % max(1, w - 8)
     y0 = (k + 3 * episode) % max(1, h - 8)
-    img[y0:y0 + 8, x0:x0 + 8] = (230, 220, 40)
+    img[y0 : y0 + 8, x0 : x0 + 8] = (230, 220, 40)
     return img
 
 
@@ -66,8 +76,9 @@ def synthetic_episode(episode: int, length: int, spec: Spec, seed: int = 0) -> l
     return frames
 
 
-def record(path: Path, spec: Spec, lengths: list[int], fps: int = 20, seed: int = 0,
-           resume: bool = False) -> list[list[dict[str, Any]]]:
+def record(
+    path: Path, spec: Spec, lengths: list[int], fps: int = 20, seed: int = 0, resume: bool = False
+) -> list[list[dict[str, Any]]]:
     """Write episodes with the given lengths; returns their frames."""
     from deploy.dataset import DatasetWriter
 

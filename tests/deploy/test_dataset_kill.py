@@ -20,8 +20,17 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 KILLS = 24  # >= 20 kills in the normal suite; each costs well under a second
-NUMERIC = ("observation", "achieved_goal", "desired_goal", "action", "action_applied", "reward",
-           "success", "done", "intervention")
+NUMERIC = (
+    "observation",
+    "achieved_goal",
+    "desired_goal",
+    "action",
+    "action_applied",
+    "reward",
+    "success",
+    "done",
+    "intervention",
+)
 
 
 def episode_length(e: int) -> int:
@@ -42,8 +51,11 @@ def worker(mode: str, path: Path) -> None:
             print("COMPACTING", flush=True)
             compact(path)
             print("COMPACTED", flush=True)
-    w = DatasetWriter.open(path) if (path / "meta/info.json").exists() else \
-        DatasetWriter.create(path, spec, 20)
+    w = (
+        DatasetWriter.open(path)
+        if (path / "meta/info.json").exists()
+        else DatasetWriter.create(path, spec, 20)
+    )
     print("READY", w.num_episodes, flush=True)
     while True:
         e = w.num_episodes
@@ -58,8 +70,13 @@ def worker(mode: str, path: Path) -> None:
 
 def _run_and_kill(mode: str, path: Path, delay: float) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), mode, str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), mode, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # blocks until the worker has imported and opened the dataset
     assert first.startswith("READY"), first + proc.stderr.read() if proc.stderr else first
@@ -103,8 +120,11 @@ def test_sigkill_at_random_moments_never_loses_a_saved_episode(tmp_path: Path) -
             src = synthetic_episode(e, episode_length(e), spec)
             assert len(ep) == len(src) and ep.task_text == TASKS[e % 2]
             for key in NUMERIC:
-                np.testing.assert_array_equal(ep[key], np.asarray([f[key] for f in src]),
-                                              err_msg=f"kill {kill}, episode {e}, {key}")
+                np.testing.assert_array_equal(
+                    ep[key],
+                    np.asarray([f[key] for f in src]),
+                    err_msg=f"kill {kill}, episode {e}, {key}",
+                )
         if n:
             last = ds.episode(n - 1, load_images=True)["image"]
             assert last.shape == (episode_length(n - 1), 24, 32, 3)

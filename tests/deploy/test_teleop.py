@@ -208,9 +208,11 @@ def test_expert_source_executes_noisy_action_and_keeps_the_label() -> None:
 
     desc = load_description("rover")
     src = teleop.ExpertSource("reach", desc, noise=0.3, seed=1)
-    obs = {"observation": np.array([0, 0, 1, 0, 0, 0], np.float32),
-           "achieved_goal": np.zeros(2, np.float32),
-           "desired_goal": np.array([0.1, 0.0], np.float32)}
+    obs = {
+        "observation": np.array([0, 0, 1, 0, 0, 0], np.float32),
+        "achieved_goal": np.zeros(2, np.float32),
+        "desired_goal": np.array([0.1, 0.0], np.float32),
+    }
     src.reset()
     cmd = src.command(Ctx(obs=obs, now=2.0))
     assert cmd.source == "expert" and cmd.stamp == 2.0

@@ -1,0 +1,192 @@
+"""Learning benchmarks of agent/: GC-BC with hindsight relabeling, DAgger, an image policy.
+
+Prints a table of measured figures next to the targets and appends it to benchmarks/RESULTS.md
+with the commit hash and the load average (the machine is shared; wall-clock figures depend on it).
+
+    python benchmarks/learning.py            # everything (~15-25 min on one core)
+    python benchmarks/learning.py --only reach,ablation
+
+Targets (from the issue): RoverReach 100 expert demos → GC-BC (future) ≥ 95 % on 200 held-out goals,
+training ≤ 60 s on one core; ablation with 20 demos: future ≥ none + 20 points (final, geometric
+reported); RoverPush 200 noisy-expert demos → ≥ 80 % BC, ≥ 90 % after DAgger; RoverSeek (64×64,
+task id) 100 demos → ≥ 90 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from agent.configs import DaggerConfig, GCBCConfig  # noqa: E402
+from agent.dagger import train_dagger  # noqa: E402
+from agent.evaluate import evaluate  # noqa: E402
+from agent.gcbc import train  # noqa: E402
+from agent.rollout import collect_episodes, make_env  # noqa: E402
+
+log = logging.getLogger("benchmarks.learning")
+EVAL_EPISODES = 200
+rows: list[tuple[str, str, str, str]] = []
+
+
+def fmt(ev: dict) -> str:  # type: ignore[type-arg]
+    lo, hi = ev["ci95"]
+    return f"{ev['success_rate']:.1%} [{lo:.0%}, {hi:.0%}]"
+
+
+def spec_of(task: str):  # type: ignore[no-untyped-def]
+    env = make_env(task)
+    spec = env.unwrapped.spec_
+    env.close()
+    return spec
+
+
+def bc(task: str, eps, tmp: Path, name: str, **kw):  # type: ignore[no-untyped-def]
+    cfg = GCBCConfig(out=str(tmp / name), eval_episodes=0, progress=False, save_every=0, **kw)
+    res = train(cfg, episodes=eps, spec=spec_of(task))
+    ev = evaluate(res.policy, episodes=EVAL_EPISODES, goals="heldout")
+    return res, ev
+
+
+def reach(tmp: Path) -> None:
+    eps, _ = collect_episodes("reach", 100)
+    res, ev = bc("reach", eps, tmp, "reach100", relabel="future", steps=3000)
+    t = res.metrics["train_seconds"]
+    rows.append(
+        (
+            "RoverReach 100 demos, GC-BC future",
+            fmt(ev),
+            ">= 95%",
+            "PASS" if ev["success_rate"] >= 0.95 else "MISS",
+        )
+    )
+    rows.append(
+        (
+            "  training time (one core)",
+            f"{t:.1f} s ({res.metrics['steps_per_second']:.0f} steps/s)",
+            "<= 60 s",
+            "PASS" if t <= 60 else "MISS",
+        )
+    )
+
+
+def ablation(tmp: Path) -> None:
+    eps, _ = collect_episodes("reach", 20)
+    out = {}
+    for strategy in ("none", "future", "final", "geometric"):
+        _, ev = bc("reach", eps, tmp, f"abl-{strategy}", relabel=strategy, steps=2000)
+        out[strategy] = ev["success_rate"]
+        rows.append((f"RoverReach 20 demos, relabel {strategy}", fmt(ev), "", ""))
+    gain = 100 * (out["future"] - out["none"])
+    rows.append(
+        ("  future - none", f"{gain:+.1f} points", ">= +20", "PASS" if gain >= 20 else "MISS")
+    )
+
+
+def push(tmp: Path) -> None:
+    eps, st = collect_episodes("push", 200, noise=0.3)
+    rows.append(
+        (
+            "RoverPush noisy expert (DART 0.3) success",
+            f"{np.mean([s.success for s in st]):.1%}",
+            "",
+            "",
+        )
+    )
+    _, ev = bc("push", eps, tmp, "push-bc", relabel="future", steps=4000)
+    rows.append(
+        (
+            "RoverPush 200 noisy demos, GC-BC",
+            fmt(ev),
+            ">= 80%",
+            "PASS" if ev["success_rate"] >= 0.8 else "MISS",
+        )
+    )
+    cfg = DaggerConfig(
+        task="push",
+        demos=200,
+        demo_noise=0.3,
+        out=str(tmp / "push-dagger"),
+        steps=4000,
+        rounds=4,
+        episodes_per_round=50,
+        steps_per_round=1500,
+        eval_episodes=0,
+        progress=False,
+        save_every=0,
+    )
+    out = train_dagger(cfg)
+    ev = evaluate(out["policy"], episodes=EVAL_EPISODES, goals="heldout")
+    rows.append(
+        (
+            "RoverPush after DAgger (4 rounds x 50 ep)",
+            fmt(ev),
+            ">= 90%",
+            "PASS" if ev["success_rate"] >= 0.9 else "MISS",
+        )
+    )
+
+
+def seek(tmp: Path) -> None:
+    eps, st = collect_episodes("seek", 100, only_success=False)
+    rows.append(("RoverSeek expert success", f"{np.mean([s.success for s in st]):.1%}", "", ""))
+    res, ev = bc("seek", eps, tmp, "seek", relabel="none", steps=3000, history=2, hidden=(256, 256))
+    rows.append(
+        (
+            "RoverSeek 100 demos (64x64 + task id), BC",
+            fmt(ev),
+            ">= 90%",
+            "PASS" if ev["success_rate"] >= 0.9 else "MISS",
+        )
+    )
+    rows.append(("  training time", f"{res.metrics['train_seconds']:.0f} s", "", ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--only",
+        default="reach,ablation,push,seek",
+        help="comma-separated subset of reach,ablation,push,seek",
+    )
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as d:
+        for name in args.only.split(","):
+            log.info("benchmark %s", name)
+            {"reach": reach, "ablation": ablation, "push": push, "seek": seek}[name](Path(d))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, capture_output=True
+    ).stdout.strip()
+    load = os.getloadavg()
+    w = max(len(r[0]) for r in rows)
+    lines = [
+        f"## learning.py — commit {commit} (uncommitted work may be included), "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, load average {load[0]:.2f} {load[1]:.2f} "
+        f"{load[2]:.2f}, {time.time() - t0:.0f} s total",
+        "",
+        f"| {'benchmark':<{w}} | measured | target | |",
+        f"|{'-' * (w + 2)}|---|---|---|",
+    ]
+    lines += [f"| {a:<{w}} | {b} | {c} | {e} |" for a, b, c, e in rows]
+    text = "\n".join(lines)
+    print(text)
+    with open(ROOT / "benchmarks" / "RESULTS.md", "a") as fh:
+        fh.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
