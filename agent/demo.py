@@ -240,7 +240,7 @@ on this machine ({"quick" if plan.quick else "full"} mode).</p>
 <tr><td>sim eval (gymnasium env, torch policy)</td><td>{ev.get("episodes", "n/a")}</td>
 <td class="big">{_pct(ev.get("success_rate"))}</td><td>{_pct(ci[0])} – {_pct(ci[1])}</td>
 <td>{_fmt_m(ev.get("mean_final_distance"))}</td></tr>
-<tr><td>runtime on the twin (ONNX bundle, safety layer, control loop)</td><td>{n_dep}</td>
+<tr><td>runtime on the twin (ONNX bundle, safety layer, control loop){_truth(dep)}</td><td>{n_dep}</td>
 <td class="big">{_pct(dep_rate)}</td><td>{_ci(dep_ci)}</td><td>{_fmt_m(dep_dist)}</td></tr>
 </table>
 <h2>Learning curve</h2>{img(curve, "learning curve")}
@@ -268,6 +268,11 @@ def _sections(timing: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "sections" in timing and isinstance(timing["sections"], dict):
         timing = timing["sections"]
     return {k: v for k, v in timing.items() if isinstance(v, dict)}
+
+
+def _truth(dep: dict[str, Any]) -> str:
+    t = dep.get("true_success_rate")
+    return "" if t is None else f"<br><small>judged on the twin's ground-truth pose: {_pct(t)}</small>"
 
 
 def _fmt_ms(v: Any) -> str:

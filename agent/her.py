@@ -68,8 +68,12 @@ log = logging.getLogger(__name__)
 
 def make_actor(spec: Spec, hidden: Sequence[int]) -> Policy:
     """The SAC actor: a ``tanh_gaussian`` :class:`~agent.policies.Policy` (history 1)."""
-    return Policy(spec, PolicyConfig(arch="mlp", head="tanh_gaussian", history=1,
-                                     hidden=tuple(hidden), goal_delta=True))
+    return Policy(
+        spec,
+        PolicyConfig(
+            arch="mlp", head="tanh_gaussian", history=1, hidden=tuple(hidden), goal_delta=True
+        ),
+    )
 
 
 class EnsembleCritic(nn.Module):
@@ -146,11 +150,14 @@ class SacHer:
 
     def __init__(self, spec: Spec, cfg: HerConfig):
         if spec.goal_keys is None:
-            raise Sim2PiError(f"SAC+HER needs a goal-conditioned spec; task '{spec.task}' has no "
-                              "achieved_goal/desired_goal features")
+            raise Sim2PiError(
+                f"SAC+HER needs a goal-conditioned spec; task '{spec.task}' has no "
+                "achieved_goal/desired_goal features"
+            )
         if spec.image_keys:
-            raise Sim2PiError("SAC+HER here is for vector observations; the spec has images "
-                              f"{spec.image_keys}")
+            raise Sim2PiError(
+                f"SAC+HER here is for vector observations; the spec has images {spec.image_keys}"
+            )
         self.spec, self.cfg = spec, cfg
         self.obs_dim = spec.observation["observation"].dim
         self.goal_dim = spec.observation["desired_goal"].dim
@@ -166,12 +173,15 @@ class SacHer:
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
-        self.target_entropy = (-float(self.act_dim) if cfg.target_entropy is None
-                               else cfg.target_entropy)
+        self.target_entropy = (
+            -float(self.act_dim) if cfg.target_entropy is None else cfg.target_entropy
+        )
         actor_params = list(self.actor.trunk.parameters()) + list(self.actor.head.parameters())
-        groups = [{"params": list(self.critic.parameters()), "lr": cfg.lr},
-                  {"params": actor_params, "lr": cfg.lr},
-                  {"params": [self.log_alpha], "lr": cfg.alpha_lr}]
+        groups = [
+            {"params": list(self.critic.parameters()), "lr": cfg.lr},
+            {"params": actor_params, "lr": cfg.lr},
+            {"params": [self.log_alpha], "lr": cfg.alpha_lr},
+        ]
         try:
             self.opt = torch.optim.Adam(groups, fused=True)
         except (RuntimeError, TypeError):  # fused Adam needs a recent torch on CPU
@@ -195,8 +205,12 @@ class SacHer:
         std = self.stats.std().astype(np.float32)
         od, gd = self.obs_dim, self.goal_dim
         cuts = np.cumsum([0, od, gd, gd, gd])
-        self.actor.set_stats({k: (mean[cuts[i]:cuts[i + 1]], std[cuts[i]:cuts[i + 1]])
-                              for i, k in enumerate(self.layout)})
+        self.actor.set_stats(
+            {
+                k: (mean[cuts[i] : cuts[i + 1]], std[cuts[i] : cuts[i + 1]])
+                for i, k in enumerate(self.layout)
+            }
+        )
         self.mean_t = torch.from_numpy(mean)
         self.std_t = torch.from_numpy(std)
 
@@ -225,14 +239,16 @@ class SacHer:
         n = x.shape[0]
         is_demo = torch.zeros(n, dtype=torch.bool)
         if n_demo:
-            is_demo[n - n_demo:] = True
+            is_demo[n - n_demo :] = True
         clip = self.cfg.norm_clip
-        return Batch(x=self.normalize(x).clamp_(-clip, clip),
-                     action=torch.from_numpy(np.ascontiguousarray(b.action)),
-                     reward=torch.from_numpy(b.reward),
-                     next_x=self.normalize(nx).clamp_(-clip, clip),
-                     not_done=torch.from_numpy(1.0 - b.terminated),
-                     is_demo=is_demo)
+        return Batch(
+            x=self.normalize(x).clamp_(-clip, clip),
+            action=torch.from_numpy(np.ascontiguousarray(b.action)),
+            reward=torch.from_numpy(b.reward),
+            next_x=self.normalize(nx).clamp_(-clip, clip),
+            not_done=torch.from_numpy(1.0 - b.terminated),
+            is_demo=is_demo,
+        )
 
     # -- the update -----------------------------------------------------------------------------
 
@@ -277,11 +293,15 @@ class SacHer:
         with torch.no_grad():
             torch._foreach_lerp_(self._target, self._online, cfg.tau)
         self.updates += 1
-        out.update({"losses/critic": float(critic_loss.detach()),
-                    "losses/actor": float(actor_loss.detach()),
-                    "losses/alpha": float(self.log_alpha.detach().exp()),
-                    "losses/q": float(q.detach().mean()),
-                    "losses/entropy": float(-logp.detach().mean())})
+        out.update(
+            {
+                "losses/critic": float(critic_loss.detach()),
+                "losses/actor": float(actor_loss.detach()),
+                "losses/alpha": float(self.log_alpha.detach().exp()),
+                "losses/q": float(q.detach().mean()),
+                "losses/entropy": float(-logp.detach().mean()),
+            }
+        )
         return out
 
 
@@ -289,9 +309,17 @@ class SacHer:
 # Demonstrations
 
 
-def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: int,
-                     goal_dim: int, act_dim: int, reward_fn: Any, success_fn: Any,
-                     spec: Spec | None = None) -> EpisodeReplay:
+def load_demo_replay(
+    path: str | Path,
+    cfg: HerConfig,
+    max_steps: int,
+    obs_dim: int,
+    goal_dim: int,
+    act_dim: int,
+    reward_fn: Any,
+    success_fn: Any,
+    spec: Spec | None = None,
+) -> EpisodeReplay:
     """Read demonstration episodes (``deploy.dataset``) into their own HER replay.
 
     A dataset row holds an observation and the action taken from it, so an episode of ``L`` rows
@@ -304,8 +332,10 @@ def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: 
         ds.spec.check(spec)  # names the feature (or the robot) that differs
     n_eps = _num_episodes(ds)
     if n_eps == 0:
-        raise Sim2PiError(f"the demo dataset '{path}' has no episodes; record some with "
-                          "`sim2pi record --robot sim --teleop expert`")
+        raise Sim2PiError(
+            f"the demo dataset '{path}' has no episodes; record some with "
+            "`sim2pi record --robot sim --teleop expert`"
+        )
     total = 0
     episodes = []
     for i in range(n_eps):
@@ -314,11 +344,16 @@ def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: 
         ag = np.asarray(ep["achieved_goal"], np.float32)
         dg = np.asarray(ep["desired_goal"], np.float32)
         act = np.asarray(ep["action"], np.float32)
-        for name, arr, dim in (("observation", obs, obs_dim), ("achieved_goal", ag, goal_dim),
-                               ("action", act, act_dim)):
+        for name, arr, dim in (
+            ("observation", obs, obs_dim),
+            ("achieved_goal", ag, goal_dim),
+            ("action", act, act_dim),
+        ):
             if arr.ndim != 2 or arr.shape[1] != dim:
-                raise Sim2PiError(f"demo episode {i}: '{name}' has shape {arr.shape}, the task "
-                                  f"needs [L, {dim}]; were these demos recorded for this task?")
+                raise Sim2PiError(
+                    f"demo episode {i}: '{name}' has shape {arr.shape}, the task "
+                    f"needs [L, {dim}]; were these demos recorded for this task?"
+                )
         n = obs.shape[0] - 1
         if n < 1:
             continue
@@ -326,10 +361,19 @@ def load_demo_replay(path: str | Path, cfg: HerConfig, max_steps: int, obs_dim: 
         episodes.append((obs[: n + 1], ag[: n + 1], dg[:n], act[:n]))
         total += n
     # one slot of max_steps per episode, so no demo is ever evicted
-    replay = EpisodeReplay(obs_dim, goal_dim, act_dim, max_steps,
-                           max(len(episodes), 1) * max_steps, reward_fn=reward_fn,
-                           success_fn=success_fn, terminate_on_success=cfg.terminate_on_success,
-                           strategy=cfg.strategy, k=cfg.her_k, seed=cfg.seed + 1)
+    replay = EpisodeReplay(
+        obs_dim,
+        goal_dim,
+        act_dim,
+        max_steps,
+        max(len(episodes), 1) * max_steps,
+        reward_fn=reward_fn,
+        success_fn=success_fn,
+        terminate_on_success=cfg.terminate_on_success,
+        strategy=cfg.strategy,
+        k=cfg.her_k,
+        seed=cfg.seed + 1,
+    )
     for e in episodes:
         replay.add_episode(*e)
     log.info("loaded %d demo episodes (%d transitions) from %s", len(episodes), total, path)
@@ -348,8 +392,9 @@ def _num_episodes(ds: Any) -> int:
 # Evaluation
 
 
-def evaluate(act: Callable[[GoalObs], np.ndarray], envs: LocalEnvs, episodes: int,
-             seed: int) -> dict[str, float]:
+def evaluate(
+    act: Callable[[GoalObs], np.ndarray], envs: LocalEnvs, episodes: int, seed: int
+) -> dict[str, float]:
     """Success rate, mean return and length of ``act`` (a batch of observations → actions) over
     ``episodes`` episodes, batched over ``envs``. The episode seeds depend only on ``seed``, so
     two learners evaluated with the same seed see the same start states and goals."""
@@ -378,8 +423,12 @@ def evaluate(act: Callable[[GoalObs], np.ndarray], envs: LocalEnvs, episodes: in
         successes += succ[:take].astype(float).tolist()
         returns += ret[:take].tolist()
         lengths += length[:take].tolist()
-    return {"success_rate": float(np.mean(successes)), "return": float(np.mean(returns)),
-            "length": float(np.mean(lengths)), "episodes": float(len(successes))}
+    return {
+        "success_rate": float(np.mean(successes)),
+        "return": float(np.mean(returns)),
+        "length": float(np.mean(lengths)),
+        "episodes": float(len(successes)),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,8 +471,9 @@ class _Tb:
             self.w.close()
 
 
-def task_setup(cfg: HerConfig) -> tuple[Spec, str, int, Callable[[np.ndarray, np.ndarray],
-                                                                   np.ndarray]]:
+def task_setup(
+    cfg: HerConfig,
+) -> tuple[Spec, str, int, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """(spec, env id, max steps, success test) of the config's sim2pi task."""
     from hardware.description import load_description
     from hardware.tasks import is_success, task_info, task_spec
@@ -439,10 +489,15 @@ def task_setup(cfg: HerConfig) -> tuple[Spec, str, int, Callable[[np.ndarray, np
     return task_spec(info.name, desc), cfg.env_id or info.env_id, info.max_steps, success
 
 
-def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = None,
-          max_steps: int | None = None,
-          success_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-          eval_callback: Callable[[dict[str, float]], None] | None = None) -> HerResult:
+def train(
+    cfg: HerConfig,
+    *,
+    env_fn: EnvFn | None = None,
+    spec: Spec | None = None,
+    max_steps: int | None = None,
+    success_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    eval_callback: Callable[[dict[str, float]], None] | None = None,
+) -> HerResult:
     """Train SAC+HER. Without ``env_fn``/``spec``, the config's sim2pi task is used.
 
     ``env_fn`` must build one goal env (picklable when ``cfg.workers > 0``); ``max_steps`` is its
@@ -454,7 +509,8 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
     rng = np.random.default_rng(cfg.seed)
     if env_fn is None or spec is None or max_steps is None:
         spec, env_id, max_steps, success_fn = task_setup(cfg)
-        env_fn = make_env_fn(env_id)
+        kwargs = {"description": cfg.robot} if env_id.startswith("sim2pi/") else {}
+        env_fn = make_env_fn(env_id, **kwargs)
     out = Path(cfg.out) if cfg.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -469,14 +525,24 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
         od, gd, ad = agent.obs_dim, agent.goal_dim, agent.act_dim
         # the env's own vectorized compute_reward, from an env living in this process
         reward_fn = (eval_envs or envs).compute_reward
-        replay = EpisodeReplay(od, gd, ad, max_steps, cfg.buffer_size,
-                               reward_fn=reward_fn, success_fn=success_fn,
-                               terminate_on_success=cfg.terminate_on_success,
-                               strategy=cfg.strategy, k=cfg.her_k, seed=cfg.seed)
+        replay = EpisodeReplay(
+            od,
+            gd,
+            ad,
+            max_steps,
+            cfg.buffer_size,
+            reward_fn=reward_fn,
+            success_fn=success_fn,
+            terminate_on_success=cfg.terminate_on_success,
+            strategy=cfg.strategy,
+            k=cfg.her_k,
+            seed=cfg.seed,
+        )
         demo = None
         if cfg.demos:
-            demo = load_demo_replay(cfg.demos, cfg, max_steps, od, gd, ad, reward_fn,
-                                    success_fn, spec=spec)
+            demo = load_demo_replay(
+                cfg.demos, cfg, max_steps, od, gd, ad, reward_fn, success_fn, spec=spec
+            )
             _update_stats_from(agent, demo)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
@@ -516,8 +582,15 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
                     t_update += time.perf_counter() - t0
             r = envs.step_wait()
             done = r.terminated | r.truncated
-            for ep in stager.step(obs.desired_goal, actions, r.obs.observation,
-                                  r.obs.achieved_goal, done, r.final_obs, r.final_achieved_goal):
+            for ep in stager.step(
+                obs.desired_goal,
+                actions,
+                r.obs.observation,
+                r.obs.achieved_goal,
+                done,
+                r.final_obs,
+                r.final_achieved_goal,
+            ):
                 replay.add_episode(*ep)
                 if agent.updates < 20_000:  # statistics settle early; stop paying for them later
                     o, a_g, d_g, _ = ep
@@ -534,39 +607,68 @@ def train(cfg: HerConfig, *, env_fn: EnvFn | None = None, spec: Spec | None = No
             if now >= next_log:
                 next_log = now + cfg.log_every
                 sps = env_steps / max(now, 1e-9)
-                scalars = {"charts/train_success": float(np.mean(recent_success or [0.0])),
-                           "charts/steps_per_s": sps,
-                           "charts/updates_per_s": agent.updates / max(now, 1e-9),
-                           "charts/update_fraction": t_update / max(now, 1e-9), **last_losses}
+                scalars = {
+                    "charts/train_success": float(np.mean(recent_success or [0.0])),
+                    "charts/steps_per_s": sps,
+                    "charts/updates_per_s": agent.updates / max(now, 1e-9),
+                    "charts/update_fraction": t_update / max(now, 1e-9),
+                    **last_losses,
+                }
                 tb.log(scalars, env_steps)
-                log.info("step %d (%.0f s): %.0f steps/s, %d updates, train success %.2f, "
-                         "critic %.3f, alpha %.3f", env_steps, now, sps, agent.updates,
-                         scalars["charts/train_success"], last_losses.get("losses/critic", 0.0),
-                         last_losses.get("losses/alpha", 0.0))
+                log.info(
+                    "step %d (%.0f s): %.0f steps/s, %d updates, train success %.2f, "
+                    "critic %.3f, alpha %.3f",
+                    env_steps,
+                    now,
+                    sps,
+                    agent.updates,
+                    scalars["charts/train_success"],
+                    last_losses.get("losses/critic", 0.0),
+                    last_losses.get("losses/alpha", 0.0),
+                )
             if eval_envs is not None and env_steps >= next_eval:
                 next_eval += cfg.eval_every
                 t0 = time.perf_counter()
                 ev = evaluate(agent.deterministic, eval_envs, cfg.eval_episodes, cfg.seed + 7)
                 eval_time += time.perf_counter() - t0
                 train_time = time.perf_counter() - t_start - eval_time
-                row = {"time_s": train_time, "env_steps": float(env_steps),
-                       "updates": float(agent.updates), **ev}
+                row = {
+                    "time_s": train_time,
+                    "env_steps": float(env_steps),
+                    "updates": float(agent.updates),
+                    **ev,
+                }
                 history.append(row)
-                tb.log({"charts/success_rate": ev["success_rate"],
-                        "charts/eval_return": ev["return"]}, env_steps)
-                log.info("eval at %d steps (%.0f s): success %.2f, return %.1f", env_steps,
-                         train_time, ev["success_rate"], ev["return"])
+                tb.log(
+                    {"charts/success_rate": ev["success_rate"], "charts/eval_return": ev["return"]},
+                    env_steps,
+                )
+                log.info(
+                    "eval at %d steps (%.0f s): success %.2f, return %.1f",
+                    env_steps,
+                    train_time,
+                    ev["success_rate"],
+                    ev["return"],
+                )
                 if eval_callback is not None:
                     eval_callback(row)
                 if out is not None:  # keep the latest actor on disk during long runs
                     save_run(out, agent, env_steps, row)
-                if (cfg.target_success is not None and time_to_target is None
-                        and ev["success_rate"] >= cfg.target_success):
+                if (
+                    cfg.target_success is not None
+                    and time_to_target is None
+                    and ev["success_rate"] >= cfg.target_success
+                ):
                     time_to_target = train_time
                     break
         train_time = time.perf_counter() - t_start - eval_time
-        log.info("trained %d env steps, %d updates in %.1f s (%.0f steps/s)", env_steps,
-                 agent.updates, train_time, env_steps / max(train_time, 1e-9))
+        log.info(
+            "trained %d env steps, %d updates in %.1f s (%.0f steps/s)",
+            env_steps,
+            agent.updates,
+            train_time,
+            env_steps / max(train_time, 1e-9),
+        )
         if out is not None:
             final = history[-1] if history else {}
             save_run(out, agent, env_steps, final)
@@ -584,8 +686,14 @@ def _update_stats_from(agent: SacHer, replay: EpisodeReplay, n: int = 10_000) ->
     agent.refresh_stats()
 
 
-def _update_block(agent: SacHer, replay: EpisodeReplay, demo: EpisodeReplay | None, n_up: int,
-                  batch_size: int, n_demo: int) -> dict[str, float]:
+def _update_block(
+    agent: SacHer,
+    replay: EpisodeReplay,
+    demo: EpisodeReplay | None,
+    n_up: int,
+    batch_size: int,
+    n_demo: int,
+) -> dict[str, float]:
     """``n_up`` gradient steps; all batches are sampled and relabeled in one numpy call."""
     big = replay.sample(n_up * batch_size)
     parts = [big]
@@ -596,9 +704,18 @@ def _update_block(agent: SacHer, replay: EpisodeReplay, demo: EpisodeReplay | No
     if len(parts) > 1:
         # interleave: step i gets RL rows [i*B, (i+1)*B) then demo rows [i*D, (i+1)*D)
         rl, dm = parts
-        cat = HerBatch(*(np.concatenate([a.reshape(n_up, batch_size, *a.shape[1:]),
-                                         b.reshape(n_up, n_demo, *b.shape[1:])], axis=1)
-                         .reshape(n_up * per, *a.shape[1:]) for a, b in zip(rl, dm)))
+        cat = HerBatch(
+            *(
+                np.concatenate(
+                    [
+                        a.reshape(n_up, batch_size, *a.shape[1:]),
+                        b.reshape(n_up, n_demo, *b.shape[1:]),
+                    ],
+                    axis=1,
+                ).reshape(n_up * per, *a.shape[1:])
+                for a, b in zip(rl, dm)
+            )
+        )
     else:
         cat = big
     full = agent.to_batch(cat, 0)
@@ -607,8 +724,11 @@ def _update_block(agent: SacHer, replay: EpisodeReplay, demo: EpisodeReplay | No
         is_demo[batch_size:] = True
     for i in range(n_up):
         s = slice(i * per, (i + 1) * per)
-        losses = agent.update(Batch(full.x[s], full.action[s], full.reward[s], full.next_x[s],
-                                    full.not_done[s], is_demo))
+        losses = agent.update(
+            Batch(
+                full.x[s], full.action[s], full.reward[s], full.next_x[s], full.not_done[s], is_demo
+            )
+        )
     return losses
 
 
@@ -616,13 +736,21 @@ def save_run(out: Path, agent: SacHer, env_steps: int, eval_results: dict[str, f
     """Save the actor through :mod:`agent.checkpoint` (+ critics and temperature for resuming)."""
     from agent.checkpoint import save_checkpoint
 
-    return save_checkpoint(out, agent.actor, algo="sac_her", step=env_steps,
-                           train_config=agent.cfg.to_dict(), dataset=agent.cfg.demos,
-                           seed=agent.cfg.seed, eval_results=eval_results,
-                           trainer_state={"critic": agent.critic.state_dict(),
-                                          "critic_target": agent.critic_target.state_dict(),
-                                          "log_alpha": agent.log_alpha.detach().clone(),
-                                          "optimizer": agent.opt.state_dict(),
-                                          "stats": {"n": agent.stats.n, "mean": agent.stats.mean,
-                                                    "m2": agent.stats.m2},
-                                          "updates": agent.updates})
+    return save_checkpoint(
+        out,
+        agent.actor,
+        algo="sac_her",
+        step=env_steps,
+        train_config=agent.cfg.to_dict(),
+        dataset=agent.cfg.demos,
+        seed=agent.cfg.seed,
+        eval_results=eval_results,
+        trainer_state={
+            "critic": agent.critic.state_dict(),
+            "critic_target": agent.critic_target.state_dict(),
+            "log_alpha": agent.log_alpha.detach().clone(),
+            "optimizer": agent.opt.state_dict(),
+            "stats": {"n": agent.stats.n, "mean": agent.stats.mean, "m2": agent.stats.m2},
+            "updates": agent.updates,
+        },
+    )

@@ -41,6 +41,7 @@ GoalEnv convention; ``info`` is passed as ``None``)."""
 SuccessFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``success(achieved_goal, desired_goal) -> bool`` over a batch."""
 
+
 class HerBatch(NamedTuple):
     """One sampled (and possibly relabeled) batch; arrays are float32 unless noted."""
 
@@ -82,10 +83,22 @@ class EpisodeReplay:
         seed: for the sampler's generator.
     """
 
-    def __init__(self, obs_dim: int, goal_dim: int, act_dim: int, max_steps: int, capacity: int,
-                 *, reward_fn: RewardFn, success_fn: SuccessFn | None = None,
-                 terminate_on_success: bool = True, strategy: str = "future", k: int = 4,
-                 geometric_gamma: float = 0.98, seed: int | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        goal_dim: int,
+        act_dim: int,
+        max_steps: int,
+        capacity: int,
+        *,
+        reward_fn: RewardFn,
+        success_fn: SuccessFn | None = None,
+        terminate_on_success: bool = True,
+        strategy: str = "future",
+        k: int = 4,
+        geometric_gamma: float = 0.98,
+        seed: int | None = None,
+    ):
         if strategy not in STRATEGIES:
             raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
         if k < 0:
@@ -114,8 +127,13 @@ class EpisodeReplay:
         self.n_episodes_added = 0
 
     # ------------------------------------------------------------------ writing
-    def add_episode(self, obs: np.ndarray, achieved_goal: np.ndarray, desired_goal: np.ndarray,
-                    action: np.ndarray) -> int:
+    def add_episode(
+        self,
+        obs: np.ndarray,
+        achieved_goal: np.ndarray,
+        desired_goal: np.ndarray,
+        action: np.ndarray,
+    ) -> int:
         """Store one finished episode of ``L`` transitions; returns its slot.
 
         ``obs`` and ``achieved_goal`` have ``L + 1`` rows (the last is the final observation),
@@ -128,13 +146,18 @@ class EpisodeReplay:
         if length < 1:
             raise Sim2PiError("an episode needs at least one transition")
         if length > self.max_steps:
-            raise Sim2PiError(f"episode of {length} steps is longer than max_steps={self.max_steps}")
+            raise Sim2PiError(
+                f"episode of {length} steps is longer than max_steps={self.max_steps}"
+            )
         if obs.shape[0] != length + 1 or ag.shape[0] != length + 1:
-            raise Sim2PiError(f"an episode of {length} actions needs {length + 1} observations and "
-                              f"achieved goals (the final one included); got {obs.shape[0]} and "
-                              f"{ag.shape[0]}")
-        dg = np.broadcast_to(np.asarray(desired_goal, np.float32).reshape(-1, self.goal_dim),
-                             (length, self.goal_dim))
+            raise Sim2PiError(
+                f"an episode of {length} actions needs {length + 1} observations and "
+                f"achieved goals (the final one included); got {obs.shape[0]} and "
+                f"{ag.shape[0]}"
+            )
+        dg = np.broadcast_to(
+            np.asarray(desired_goal, np.float32).reshape(-1, self.goal_dim), (length, self.goal_dim)
+        )
         slot = self._next
         self.obs[slot, : length + 1] = obs
         self.ag[slot, : length + 1] = ag
@@ -176,16 +199,26 @@ class EpisodeReplay:
         if relabel.any():
             # ag[e, 0..length]: goals a transition produced are ag[e, 1..length] (start=1), and a
             # 'future' goal of step t is one of ag[e, t+1..length] (min_offset=1).
-            goal_t[relabel] = goal_indices(self.strategy, t[relabel], length[relabel], rng,
-                                           start=1, gamma=self.geometric_gamma, min_offset=1)
+            goal_t[relabel] = goal_indices(
+                self.strategy,
+                t[relabel],
+                length[relabel],
+                rng,
+                start=1,
+                gamma=self.geometric_gamma,
+                min_offset=1,
+            )
         goal = self.dg[ep, t]
         if relabel.any():
             goal[relabel] = self.ag[ep[relabel], goal_t[relabel]]
         next_ag = self.ag[ep, t + 1]
         reward = np.asarray(self.reward_fn(next_ag, goal, None), np.float32).reshape(batch_size)
         if self.terminate_on_success:
-            success = (self.success_fn(next_ag, goal) if self.success_fn is not None
-                       else reward_success(reward))
+            success = (
+                self.success_fn(next_ag, goal)
+                if self.success_fn is not None
+                else reward_success(reward)
+            )
             terminated = np.asarray(success, np.float32).reshape(batch_size)
         else:
             terminated = np.zeros(batch_size, np.float32)
@@ -230,9 +263,16 @@ class EpisodeStager:
         self.obs[:, 0] = obs
         self.ag[:, 0] = achieved_goal
 
-    def step(self, desired_goal: np.ndarray, action: np.ndarray, next_obs: np.ndarray,
-             next_achieved_goal: np.ndarray, done: np.ndarray, final_obs: np.ndarray,
-             final_achieved_goal: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    def step(
+        self,
+        desired_goal: np.ndarray,
+        action: np.ndarray,
+        next_obs: np.ndarray,
+        next_achieved_goal: np.ndarray,
+        done: np.ndarray,
+        final_obs: np.ndarray,
+        final_achieved_goal: np.ndarray,
+    ) -> list[tuple[np.ndarray, ...]]:
         """Append one step for every env; returns the finished episodes.
 
         ``next_obs`` / ``next_achieved_goal`` are what the vector env returned (already the next
@@ -241,8 +281,10 @@ class EpisodeStager:
         """
         rows, t = self._rows, self.t
         if np.any(t >= self.max_steps):
-            raise Sim2PiError(f"an episode ran past max_steps={self.max_steps}; is the env's time "
-                              "limit larger than the task's?")
+            raise Sim2PiError(
+                f"an episode ran past max_steps={self.max_steps}; is the env's time "
+                "limit larger than the task's?"
+            )
         self.dg[rows, t] = desired_goal
         self.action[rows, t] = action
         last_obs = np.where(done[:, None], final_obs, next_obs)
@@ -253,8 +295,14 @@ class EpisodeStager:
         out = []
         for i in np.flatnonzero(done):
             n = int(self.t[i])
-            out.append((self.obs[i, : n + 1].copy(), self.ag[i, : n + 1].copy(),
-                        self.dg[i, :n].copy(), self.action[i, :n].copy()))
+            out.append(
+                (
+                    self.obs[i, : n + 1].copy(),
+                    self.ag[i, : n + 1].copy(),
+                    self.dg[i, :n].copy(),
+                    self.action[i, :n].copy(),
+                )
+            )
             self.t[i] = 0
             self.obs[i, 0] = next_obs[i]
             self.ag[i, 0] = next_achieved_goal[i]

@@ -22,13 +22,17 @@ def _run_her(cfg: HerConfig) -> None:
     if cfg.out is None:
         cfg = dataclasses.replace(cfg, out=f"runs/her-{cfg.task}-s{cfg.seed}")
     res = train(cfg)
-    console.print(f"[green]trained[/] {res.env_steps} env steps, {res.updates} updates in "
-                  f"{res.train_seconds:.0f} s ({res.env_steps / max(res.train_seconds, 1e-9):.0f} "
-                  f"steps/s) → {res.run}")
+    console.print(
+        f"[green]trained[/] {res.env_steps} env steps, {res.updates} updates in "
+        f"{res.train_seconds:.0f} s ({res.env_steps / max(res.train_seconds, 1e-9):.0f} "
+        f"steps/s) → {res.run}"
+    )
     if res.history:
         last = res.history[-1]
-        console.print(f"last evaluation: success {last['success_rate']:.1%} over "
-                      f"{int(last['episodes'])} episodes at {int(last['env_steps'])} steps")
+        console.print(
+            f"last evaluation: success {last['success_rate']:.1%} over "
+            f"{int(last['episodes'])} episodes at {int(last['env_steps'])} steps"
+        )
     if res.time_to_target is not None:
         console.print(f"reached {cfg.target_success:.0%} success after {res.time_to_target:.0f} s")
 
@@ -37,8 +41,12 @@ def register_train(train_app: typer.Typer) -> None:
     """Add ``her`` to the ``train`` sub-app."""
     from agent.cli import dataclass_command
 
-    train_app.command("her")(dataclass_command(
-        HerConfig, _run_her,
-        doc="Off-policy SAC with Hindsight Experience Replay (optionally seeded from demos).\n\n"
+    train_app.command("her")(
+        dataclass_command(
+            HerConfig,
+            _run_her,
+            doc="Off-policy SAC with Hindsight Experience Replay (optionally seeded from demos).\n\n"
             "Saves the actor like any policy, so `sim2pi eval RUN` and `sim2pi export RUN` work.\n\n"
-            "Example: sim2pi train her --task reach --minutes 5 --out runs/reach-her"))
+            "Example: sim2pi train her --task reach --minutes 5 --out runs/reach-her",
+        )
+    )

@@ -25,8 +25,11 @@ class HerConfig:
     seed: int = _f(0, "random seed (envs, sampling, network init)")
     minutes: float = _f(5.0, "wall-clock training budget in minutes (evaluation time excluded)")
     total_steps: int = _f(2_000_000, "env-step budget (whichever of minutes/steps ends first)")
-    target_success: float | None = _f(None, "stop as soon as an evaluation reaches this success "
-                                            "rate (e.g. 0.95); None trains for the whole budget")
+    target_success: float | None = _f(
+        None,
+        "stop as soon as an evaluation reaches this success "
+        "rate (e.g. 0.95); None trains for the whole budget",
+    )
     envs: int = _f(8, "parallel envs")
     workers: int = _f(1, "env worker processes (0 = step envs in the learner's process)")
     threads: int = _f(1, "torch threads of the learner")
@@ -43,15 +46,20 @@ class HerConfig:
     buffer_size: int = _f(1_000_000, "replay capacity in transitions")
     hidden: tuple[int, ...] = _f((128, 128), "widths of the actor's and critics' hidden layers")
     # hindsight
-    strategy: str = _f("future", "HER goal strategy: future | final | episode | geometric | none "
-                                    "(agent.relabel)")
+    strategy: str = _f(
+        "future", "HER goal strategy: future | final | episode | geometric | none (agent.relabel)"
+    )
     her_k: int = _f(4, "relabeled goals per real goal (relabel probability k/(k+1))")
-    terminate_on_success: bool = _f(True, "the env ends episodes on success, so relabeled "
-                                          "successes are terminal (no bootstrapping)")
+    terminate_on_success: bool = _f(
+        True,
+        "the env ends episodes on success, so relabeled successes are terminal (no bootstrapping)",
+    )
     # demonstrations
     demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
-    demo_fraction: float = _f(0.125, "demo transitions per batch, relative to batch_size "
-                                     "(Nair et al. 2018: 128 demo + 1024 RL)")
+    demo_fraction: float = _f(
+        0.125,
+        "demo transitions per batch, relative to batch_size (Nair et al. 2018: 128 demo + 1024 RL)",
+    )
     bc_weight: float = _f(1.0, "weight of the Q-filtered behaviour-cloning loss on demos")
     q_filter: bool = _f(True, "clone a demo action only where Q(s, a_demo) > Q(s, pi(s))")
     # evaluation and output

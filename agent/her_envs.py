@@ -55,9 +55,11 @@ class StepResult(NamedTuple):
 
 
 def _flat(o: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.asarray(o["observation"], np.float32).ravel(),
-            np.asarray(o["achieved_goal"], np.float32).ravel(),
-            np.asarray(o["desired_goal"], np.float32).ravel())
+    return (
+        np.asarray(o["observation"], np.float32).ravel(),
+        np.asarray(o["achieved_goal"], np.float32).ravel(),
+        np.asarray(o["desired_goal"], np.float32).ravel(),
+    )
 
 
 class LocalEnvs:
@@ -66,18 +68,25 @@ class LocalEnvs:
     def __init__(self, env_fns: Sequence[EnvFn]):
         self.envs = [fn() for fn in env_fns]
         space = self.envs[0].observation_space
-        if not isinstance(space, gym.spaces.Dict) or not {"observation", "achieved_goal",
-                                                          "desired_goal"} <= set(space.spaces):
-            raise Sim2PiError("HER needs a goal env: a Dict observation with 'observation', "
-                              f"'achieved_goal' and 'desired_goal'; got {space}")
+        if not isinstance(space, gym.spaces.Dict) or not {
+            "observation",
+            "achieved_goal",
+            "desired_goal",
+        } <= set(space.spaces):
+            raise Sim2PiError(
+                "HER needs a goal env: a Dict observation with 'observation', "
+                f"'achieved_goal' and 'desired_goal'; got {space}"
+            )
         self.observation_space = space
         self.action_space = self.envs[0].action_space
         self.num_envs = len(self.envs)
         self._actions: np.ndarray | None = None
 
     def reset(self, seed: int | None = None) -> GoalObs:
-        rows = [_flat(env.reset(seed=None if seed is None else seed + i)[0])
-                for i, env in enumerate(self.envs)]
+        rows = [
+            _flat(env.reset(seed=None if seed is None else seed + i)[0])
+            for i, env in enumerate(self.envs)
+        ]
         return GoalObs(*(np.stack(c) for c in zip(*rows)))
 
     def step_async(self, actions: np.ndarray) -> None:

@@ -60,22 +60,44 @@ class Run:
         return self.env_steps / max(self.train_seconds, 1e-9)
 
 
-def run_ours(seed: int, minutes: float, eval_every: int, eval_episodes: int, target: float | None,
-             task: str = "reach", demos: str | None = None, label: str = "ours") -> Run:
+def run_ours(
+    seed: int,
+    minutes: float,
+    eval_every: int,
+    eval_episodes: int,
+    target: float | None,
+    task: str = "reach",
+    demos: str | None = None,
+    label: str = "ours",
+) -> Run:
     from agent.her import HerConfig, train
 
-    cfg = HerConfig(task=task, seed=seed, minutes=minutes, eval_every=eval_every,
-                    eval_episodes=eval_episodes, target_success=target, demos=demos,
-                    log_every=30.0)
+    cfg = HerConfig(
+        task=task,
+        seed=seed,
+        minutes=minutes,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        target_success=target,
+        demos=demos,
+        log_every=30.0,
+    )
     res = train(cfg)
     curve = [(h["time_s"], int(h["env_steps"]), h["success_rate"]) for h in res.history]
     hit = next((c for c in curve if target is not None and c[2] >= target), None)
-    return Run(label, seed, hit[0] if hit else None, hit[1] if hit else None, res.train_seconds,
-               res.env_steps, max((c[2] for c in curve), default=0.0), curve)
+    return Run(
+        label,
+        seed,
+        hit[0] if hit else None,
+        hit[1] if hit else None,
+        res.train_seconds,
+        res.env_steps,
+        max((c[2] for c in curve), default=0.0),
+        curve,
+    )
 
 
-def run_sb3(seed: int, minutes: float, eval_every: int, eval_episodes: int,
-            target: float) -> Run:
+def run_sb3(seed: int, minutes: float, eval_every: int, eval_episodes: int, target: float) -> Run:
     """SB3 SAC + HerReplayBuffer with the rl-zoo FetchReach-v1 SAC hyper-parameters
     (rl-baselines3-zoo hyperparams/sac.yml: buffer 1e6, ent_coef auto, batch 256, gamma 0.95,
     lr 1e-3, learning_starts 1000, normalize: True, HER future k=4, net_arch [64, 64]; SAC's
@@ -91,16 +113,32 @@ def run_sb3(seed: int, minutes: float, eval_every: int, eval_episodes: int,
     torch.set_num_threads(1)  # as ours; small nets are faster single-threaded here
     env_fn = make_env_fn(REACH)
     venv = VecNormalize(DummyVecEnv([env_fn]), gamma=0.95)  # zoo `normalize: True`
-    model = SAC("MultiInputPolicy", venv, buffer_size=1_000_000, ent_coef="auto",
-                batch_size=256, gamma=0.95, learning_rate=1e-3, learning_starts=1000,
-                replay_buffer_class=HerReplayBuffer,
-                replay_buffer_kwargs={"goal_selection_strategy": "future", "n_sampled_goal": 4},
-                policy_kwargs={"net_arch": [64, 64]}, seed=seed, device="cpu", verbose=0)
+    model = SAC(
+        "MultiInputPolicy",
+        venv,
+        buffer_size=1_000_000,
+        ent_coef="auto",
+        batch_size=256,
+        gamma=0.95,
+        learning_rate=1e-3,
+        learning_starts=1000,
+        replay_buffer_class=HerReplayBuffer,
+        replay_buffer_kwargs={"goal_selection_strategy": "future", "n_sampled_goal": 4},
+        policy_kwargs={"net_arch": [64, 64]},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
     eval_envs = LocalEnvs([env_fn] * 10)
 
     def act(o: GoalObs) -> np.ndarray:
-        d = venv.normalize_obs({"observation": o.observation, "achieved_goal": o.achieved_goal,
-                                "desired_goal": o.desired_goal})
+        d = venv.normalize_obs(
+            {
+                "observation": o.observation,
+                "achieved_goal": o.achieved_goal,
+                "desired_goal": o.desired_goal,
+            }
+        )
         return model.predict(d, deterministic=True)[0]
 
     budget = minutes * 60.0
@@ -118,15 +156,23 @@ def run_sb3(seed: int, minutes: float, eval_every: int, eval_episodes: int,
         def _on_step(self) -> bool:
             if self.now() >= self.next_log:
                 self.next_log += 30.0
-                log.info("sb3 step %d (%.0f s): %.0f steps/s", self.num_timesteps, self.now(),
-                         self.num_timesteps / self.now())
+                log.info(
+                    "sb3 step %d (%.0f s): %.0f steps/s",
+                    self.num_timesteps,
+                    self.now(),
+                    self.num_timesteps / self.now(),
+                )
             if self.num_timesteps % eval_every == 0:
                 t = time.perf_counter()
                 ev = evaluate(act, eval_envs, eval_episodes, seed + 7)
                 self.eval_time += time.perf_counter() - t
                 curve.append((self.now(), self.num_timesteps, ev["success_rate"]))
-                log.info("sb3 eval at %d steps (%.0f s): success %.2f", self.num_timesteps,
-                         self.now(), ev["success_rate"])
+                log.info(
+                    "sb3 eval at %d steps (%.0f s): success %.2f",
+                    self.num_timesteps,
+                    self.now(),
+                    ev["success_rate"],
+                )
                 if ev["success_rate"] >= target:
                     return False
             return self.now() < budget
@@ -138,16 +184,40 @@ def run_sb3(seed: int, minutes: float, eval_every: int, eval_episodes: int,
         eval_envs.close()
         venv.close()
     hit = next((c for c in curve if c[2] >= target), None)
-    return Run("sb3", seed, hit[0] if hit else None, hit[1] if hit else None, cb.now(),
-               int(model.num_timesteps), max((c[2] for c in curve), default=0.0), curve)
+    return Run(
+        "sb3",
+        seed,
+        hit[0] if hit else None,
+        hit[1] if hit else None,
+        cb.now(),
+        int(model.num_timesteps),
+        max((c[2] for c in curve), default=0.0),
+        curve,
+    )
 
 
 def record_demos(task: str, n: int, out: Path) -> Path:
     """``n`` scripted-expert episodes through ``sim2pi record`` (the normal recording path)."""
     if (out / "meta" / "info.json").exists():
         return out
-    cmd = [sys.executable, "-m", "deploy.cli", "record", "--robot", "sim", "--teleop", "expert",
-           "--task", task, "-n", str(n), "--noise", "0.1", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deploy.cli",
+        "record",
+        "--robot",
+        "sim",
+        "--teleop",
+        "expert",
+        "--task",
+        task,
+        "-n",
+        str(n),
+        "--noise",
+        "0.1",
+        "--out",
+        str(out),
+    ]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     return out
 
@@ -180,33 +250,75 @@ def main() -> None:
         runs: list[Run] = []
         for seed in args.seeds:  # interleaved: ours then SB3 for every seed
             log.info("reach seed %d: ours", seed)
-            runs.append(run_ours(seed, args.minutes, args.eval_every, args.eval_episodes,
-                                 args.target))
+            runs.append(
+                run_ours(seed, args.minutes, args.eval_every, args.eval_episodes, args.target)
+            )
             log.info("reach seed %d: sb3", seed)
-            runs.append(run_sb3(seed, args.sb3_minutes, args.eval_every, args.eval_episodes,
-                                args.target))
+            runs.append(
+                run_sb3(seed, args.sb3_minutes, args.eval_every, args.eval_episodes, args.target)
+            )
         rows = []
         for seed in args.seeds:
             o = next(r for r in runs if r.method == "ours" and r.seed == seed)
             s = next(r for r in runs if r.method == "sb3" and r.seed == seed)
-            ratio = ((s.time_to_target if s.time_to_target is not None else s.train_seconds)
-                     / o.time_to_target) if o.time_to_target else float("nan")
+            ratio = (
+                (
+                    (s.time_to_target if s.time_to_target is not None else s.train_seconds)
+                    / o.time_to_target
+                )
+                if o.time_to_target
+                else float("nan")
+            )
             prefix = "" if s.time_to_target is not None else ">= "
-            rows.append([seed, fmt_time(o.time_to_target, args.minutes * 60), o.steps_to_target or "n/a",
-                         f"{o.steps_per_s:.0f}", fmt_time(s.time_to_target, args.sb3_minutes * 60),
-                         s.steps_to_target or "n/a", f"{s.steps_per_s:.0f}", f"{prefix}{ratio:.1f}x"])
+            rows.append(
+                [
+                    seed,
+                    fmt_time(o.time_to_target, args.minutes * 60),
+                    o.steps_to_target or "n/a",
+                    f"{o.steps_per_s:.0f}",
+                    fmt_time(s.time_to_target, args.sb3_minutes * 60),
+                    s.steps_to_target or "n/a",
+                    f"{s.steps_per_s:.0f}",
+                    f"{prefix}{ratio:.1f}x",
+                ]
+            )
         ours_t = [r.time_to_target for r in runs if r.method == "ours" and r.time_to_target]
         sb3_t = [r.time_to_target or r.train_seconds for r in runs if r.method == "sb3"]
-        rows.append(["median", f"{median(ours_t):.0f}", "", "", f"{median(sb3_t):.0f}", "", "",
-                     f"{median(sb3_t) / median(ours_t):.1f}x" if ours_t else "n/a"])
-        hits = sum(r.time_to_target is not None and r.time_to_target <= 300
-                   for r in runs if r.method == "ours")
+        rows.append(
+            [
+                "median",
+                f"{median(ours_t):.0f}",
+                "",
+                "",
+                f"{median(sb3_t):.0f}",
+                "",
+                "",
+                f"{median(sb3_t) / median(ours_t):.1f}x" if ours_t else "n/a",
+            ]
+        )
+        hits = sum(
+            r.time_to_target is not None and r.time_to_target <= 300
+            for r in runs
+            if r.method == "ours"
+        )
         sections.append(
             f"RoverReach, time to {args.target:.0%} deterministic success ({args.eval_episodes} "
             f"episodes every {args.eval_every} env steps; evaluation time excluded). Ours within "
             f"5 min: {hits}/{len(args.seeds)} seeds (target: all, ratio >= 3x).\n\n"
-            + table(["seed", "ours s", "ours steps", "ours steps/s", "SB3 s", "SB3 steps",
-                     "SB3 steps/s", "SB3/ours"], rows))
+            + table(
+                [
+                    "seed",
+                    "ours s",
+                    "ours steps",
+                    "ours steps/s",
+                    "SB3 s",
+                    "SB3 steps",
+                    "SB3 steps/s",
+                    "SB3/ours",
+                ],
+                rows,
+            )
+        )
         raw["reach"] = [asdict(r) for r in runs]
 
     if args.only in ("all", "push") and args.push_minutes > 0:
@@ -216,27 +328,56 @@ def main() -> None:
         log.info("recorded %d push demos in %.0f s", args.push_demos, time.perf_counter() - t0)
         push_runs = []
         for seed in args.seeds[:1]:
-            push_runs.append(run_ours(seed, args.push_minutes, args.push_eval_every,
-                                      args.eval_episodes, 0.9, task="push", label="no demos"))
-            push_runs.append(run_ours(seed, args.push_minutes, args.push_eval_every,
-                                      args.eval_episodes, 0.9, task="push", demos=str(demos),
-                                      label=f"{args.push_demos} demos"))
+            push_runs.append(
+                run_ours(
+                    seed,
+                    args.push_minutes,
+                    args.push_eval_every,
+                    args.eval_episodes,
+                    0.9,
+                    task="push",
+                    label="no demos",
+                )
+            )
+            push_runs.append(
+                run_ours(
+                    seed,
+                    args.push_minutes,
+                    args.push_eval_every,
+                    args.eval_episodes,
+                    0.9,
+                    task="push",
+                    demos=str(demos),
+                    label=f"{args.push_demos} demos",
+                )
+            )
         rows = []
         for r in push_runs:
             pts = ", ".join(f"{t / 60:.1f} min {s:.0%}" for t, _, s in r.curve)
-            rows.append([r.method, r.seed, fmt_time(r.time_to_target, args.push_minutes * 60),
-                         f"{r.best_success:.0%}", f"{r.steps_per_s:.0f}", pts])
+            rows.append(
+                [
+                    r.method,
+                    r.seed,
+                    fmt_time(r.time_to_target, args.push_minutes * 60),
+                    f"{r.best_success:.0%}",
+                    f"{r.steps_per_s:.0f}",
+                    pts,
+                ]
+            )
         sections.append(
             f"RoverPush, {args.push_minutes:g} min per run (target: >= 90 % within 60 min, with "
             "and without demos); curve = (training minutes, deterministic success).\n\n"
-            + table(["run", "seed", "s to 90%", "best", "steps/s", "curve"], rows))
+            + table(["run", "seed", "s to 90%", "best", "steps/s", "curve"], rows)
+        )
         raw["push"] = [asdict(r) for r in push_runs]
 
     body = "\n\n".join(sections)
-    notes = (f"Load at start: {load_before}. Two shared cores: absolute times are noisy, the "
-             "interleaved ratio less so. Ours: agent.her defaults (8 envs in 1 worker process, "
-             "utd 0.5, batch 256, 128x128, gamma 0.98). SB3: rl-zoo FetchReach SAC settings, "
-             "torch.set_num_threads(1) for both.")
+    notes = (
+        f"Load at start: {load_before}. Two shared cores: absolute times are noisy, the "
+        "interleaved ratio less so. Ours: agent.her defaults (8 envs in 1 worker process, "
+        "utd 0.5, batch 256, 128x128, gamma 0.98). SB3: rl-zoo FetchReach SAC settings, "
+        "torch.set_num_threads(1) for both."
+    )
     print(body)
     print(json.dumps(raw)[:2000])
     if not args.no_append and body:

@@ -26,6 +26,7 @@ from hardware.description import RobotDescription
 from hardware.errors import DeviceError, Sim2PiError
 from hardware.robot import Robot
 from hardware.spec import Feature
+from hardware.tasks import task_info
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +423,7 @@ def run(
     """Run a bundle through the control loop. On the twin, report success per episode and overall.
     SIGINT / SIGTERM stop the motors, close the devices and finalize the recording (the episode in
     progress is discarded)."""
-    from deploy.loop import ControlLoop
+    from deploy.loop import ControlLoop, goal_judge
     from deploy.policy import OnnxPolicy, PolicySource
     from hardware.tasks import Observer
 
@@ -469,6 +470,10 @@ def run(
             rate=bundle.control_rate,
             paced=(twin is None) if paced is None else paced,
             ground_truth=twin.ground_truth if twin is not None else None,
+            # Judge goal tasks exactly as `sim2pi eval` and the recorder do (the achieved goal in
+            # the observation), so the twin's figure compares like for like; the twin's ground
+            # truth is still reported per episode and as `true_success_rate`.
+            judge=goal_judge(bundle.task) if task_info(bundle.task).goal_conditioned else None,
         )
 
         def done(i: int, res: Any) -> None:
@@ -508,6 +513,14 @@ def run(
         judged = [e["success"] for e in eps if e["success"] is not None and not e["interrupted"]]
         if judged:
             report["success_rate"] = float(np.mean(judged))
+        truth = [
+            e["info"]["ground_truth"].get("true_success")
+            for e in eps
+            if not e["interrupted"] and (e.get("info") or {}).get("ground_truth")
+        ]
+        truth = [t for t in truth if t is not None]
+        if truth:
+            report["true_success_rate"] = float(np.mean(truth))
         _write_json(json_out, report)
     if "success_rate" in report:
         n = len([e for e in report["episodes"] if e["success"] is not None])

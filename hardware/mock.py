@@ -192,7 +192,9 @@ class MockRobot(PiRobot):
             if phase:
                 duty.append((None, self.factory.pin(pins.phase), en, sign))
             else:
-                duty.append((self.factory.pin(pins.forward), self.factory.pin(pins.backward), en, sign))
+                duty.append(
+                    (self.factory.pin(pins.forward), self.factory.pin(pins.backward), en, sign)
+                )
         self._duty_pins = tuple(duty)
         if self.description.encoders.enabled:
             e = self.description.encoders

@@ -34,7 +34,6 @@ Contract (after LeRobot's ``Robot``):
 from __future__ import annotations
 
 import math
-
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any

@@ -29,9 +29,13 @@ class PointReach(gym.Env):
 
     def __init__(self) -> None:
         box = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
-        self.observation_space = gym.spaces.Dict({
-            "observation": gym.spaces.Box(-2.0, 2.0, (4,), np.float32),
-            "achieved_goal": box, "desired_goal": box})
+        self.observation_space = gym.spaces.Dict(
+            {
+                "observation": gym.spaces.Box(-2.0, 2.0, (4,), np.float32),
+                "achieved_goal": box,
+                "desired_goal": box,
+            }
+        )
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.pos = np.zeros(2)
         self.last = np.zeros(2)
@@ -39,9 +43,11 @@ class PointReach(gym.Env):
         self.t = 0
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"observation": np.concatenate([self.pos, self.last]).astype(np.float32),
-                "achieved_goal": self.pos.astype(np.float32),
-                "desired_goal": self.goal.astype(np.float32)}
+        return {
+            "observation": np.concatenate([self.pos, self.last]).astype(np.float32),
+            "achieved_goal": self.pos.astype(np.float32),
+            "desired_goal": self.goal.astype(np.float32),
+        }
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -68,19 +74,39 @@ class PointReach(gym.Env):
 
 def point_spec() -> Spec:
     lim = (-2.0, -2.0)
-    return Spec(observation={
-        "observation": vector("observation", ("x", "y", "ax", "ay"), ("m", "m", "-", "-"),
-                              (-2.0,) * 4, (2.0,) * 4),
-        "achieved_goal": vector("achieved_goal", ("x", "y"), ("m", "m"), lim, (2.0, 2.0)),
-        "desired_goal": vector("desired_goal", ("x", "y"), ("m", "m"), lim, (2.0, 2.0)),
-    }, action=action_feature(), task="point_reach", robot="point", robot_hash="toy",
-        control_rate=10.0)
+    return Spec(
+        observation={
+            "observation": vector(
+                "observation", ("x", "y", "ax", "ay"), ("m", "m", "-", "-"), (-2.0,) * 4, (2.0,) * 4
+            ),
+            "achieved_goal": vector("achieved_goal", ("x", "y"), ("m", "m"), lim, (2.0, 2.0)),
+            "desired_goal": vector("desired_goal", ("x", "y"), ("m", "m"), lim, (2.0, 2.0)),
+        },
+        action=action_feature(),
+        task="point_reach",
+        robot="point",
+        robot_hash="toy",
+        control_rate=10.0,
+    )
 
 
 def toy_cfg(**kw: Any) -> HerConfig:
-    base = dict(task="reach", envs=4, workers=0, minutes=5.0, total_steps=4000, utd=0.5,
-                learning_starts=500, batch_size=128, hidden=(64, 64), eval_every=4000,
-                eval_episodes=40, eval_envs=8, gamma=0.95, log_every=1e9)
+    base = dict(
+        task="reach",
+        envs=4,
+        workers=0,
+        minutes=5.0,
+        total_steps=4000,
+        utd=0.5,
+        learning_starts=500,
+        batch_size=128,
+        hidden=(64, 64),
+        eval_every=4000,
+        eval_episodes=40,
+        eval_envs=8,
+        gamma=0.95,
+        log_every=1e9,
+    )
     base.update(kw)
     return HerConfig(**base)
 
@@ -106,8 +132,14 @@ def test_without_hindsight_the_same_budget_fails() -> None:
 def test_checkpoint_loads_through_agent_checkpoint(tmp_path) -> None:
     from agent.checkpoint import load_policy, load_trainer_state
 
-    res = run_toy(seed=1, total_steps=1200, learning_starts=400, eval_every=1200,
-                  eval_episodes=8, out=str(tmp_path / "run"))
+    res = run_toy(
+        seed=1,
+        total_steps=1200,
+        learning_starts=400,
+        eval_every=1200,
+        eval_episodes=8,
+        out=str(tmp_path / "run"),
+    )
     policy, meta = load_policy(tmp_path / "run")
     assert meta.algo == "sac_her" and meta.policy.head == "tanh_gaussian"
     assert meta.step == 1200 and meta.train["strategy"] == "future"
@@ -116,12 +148,19 @@ def test_checkpoint_loads_through_agent_checkpoint(tmp_path) -> None:
     assert state is not None and "critic" in state
     # the loaded policy acts exactly like the trained actor's deterministic output
     rng = np.random.default_rng(0)
-    o = GoalObs(rng.uniform(-1, 1, (16, 4)).astype(np.float32),
-                rng.uniform(-1, 1, (16, 2)).astype(np.float32),
-                rng.uniform(-1, 1, (16, 2)).astype(np.float32))
+    o = GoalObs(
+        rng.uniform(-1, 1, (16, 4)).astype(np.float32),
+        rng.uniform(-1, 1, (16, 2)).astype(np.float32),
+        rng.uniform(-1, 1, (16, 2)).astype(np.float32),
+    )
     ours = res.agent.act(o, deterministic=True)
-    theirs = policy.act({"observation": o.observation[:, None], "achieved_goal":
-                         o.achieved_goal[:, None], "desired_goal": o.desired_goal[:, None]})
+    theirs = policy.act(
+        {
+            "observation": o.observation[:, None],
+            "achieved_goal": o.achieved_goal[:, None],
+            "desired_goal": o.desired_goal[:, None],
+        }
+    )
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert np.abs(theirs).max() <= 1.0
 
@@ -136,8 +175,14 @@ def test_demos_with_q_filter_update_runs_and_reports_bc() -> None:
     x = torch.randn(n + d, agent.in_dim)
     is_demo = torch.zeros(n + d, dtype=torch.bool)
     is_demo[n:] = True
-    batch = Batch(x, torch.rand(n + d, 2) * 2 - 1, -torch.ones(n + d), torch.randn(n + d,
-                  agent.in_dim), torch.ones(n + d), is_demo)
+    batch = Batch(
+        x,
+        torch.rand(n + d, 2) * 2 - 1,
+        -torch.ones(n + d),
+        torch.randn(n + d, agent.in_dim),
+        torch.ones(n + d),
+        is_demo,
+    )
     before = [p.clone() for p in agent.actor.trunk.parameters()]
     out = agent.update(batch)
     assert "losses/bc" in out and 0.0 <= out["charts/q_filter_kept"] <= 1.0
@@ -152,8 +197,9 @@ def test_ensemble_critic_matches_two_separate_mlps() -> None:
     for i in range(2):
         h = torch.relu(x @ c.weights[0][i] + c.biases[0][i])
         h = torch.relu(h @ c.weights[1][i] + c.biases[1][i])
-        np.testing.assert_allclose(q[i].detach(), (h @ c.weights[2][i] + c.biases[2][i])[:, 0]
-                                   .detach(), atol=1e-6)
+        np.testing.assert_allclose(
+            q[i].detach(), (h @ c.weights[2][i] + c.biases[2][i])[:, 0].detach(), atol=1e-6
+        )
     # detach=True keeps the gradient to the input but not to the weights
     xa = x.clone().requires_grad_(True)
     c(xa, detach=True).sum().backward()
@@ -191,3 +237,16 @@ def test_worker_processes_step_the_same_as_in_process() -> None:
     finally:
         local.close()
         proc.close()
+
+
+def test_cli_registers_train_her_with_every_config_field() -> None:
+    from dataclasses import fields
+
+    from typer.testing import CliRunner
+
+    from deploy.cli import app
+
+    r = CliRunner().invoke(app, ["train", "her", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    for f in fields(HerConfig):
+        assert "--" + f.name.replace("_", "-") in r.output, f.name

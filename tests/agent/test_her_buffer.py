@@ -35,10 +35,26 @@ def line_episode(length: int, ep_id: int, goal: tuple[float, float] = (9.0, 9.0)
     return obs, ag, np.asarray(goal, np.float32), act
 
 
-def make(strategy: str = "future", k: int = 4, terminate: bool = True, reward=reward_fn,
-         capacity: int = 10_000, max_steps: int = 20) -> EpisodeReplay:
-    return EpisodeReplay(3, 2, 2, max_steps, capacity, reward_fn=reward, strategy=strategy, k=k,
-                         terminate_on_success=terminate, seed=0)
+def make(
+    strategy: str = "future",
+    k: int = 4,
+    terminate: bool = True,
+    reward=reward_fn,
+    capacity: int = 10_000,
+    max_steps: int = 20,
+) -> EpisodeReplay:
+    return EpisodeReplay(
+        3,
+        2,
+        2,
+        max_steps,
+        capacity,
+        reward_fn=reward,
+        strategy=strategy,
+        k=k,
+        terminate_on_success=terminate,
+        seed=0,
+    )
 
 
 @pytest.mark.parametrize("strategy", ["future", "final", "episode", "geometric"])
@@ -170,8 +186,15 @@ def test_stager_splits_autoreset_steps_into_whole_episodes() -> None:
         final = nxt.copy()  # the true last observation
         reset_obs = np.where(done[:, None], -1.0, nxt)  # the autoreset start of the next episode
         act = np.full((2, 2), step, np.float32)
-        finished += st.step(dg, act, reset_obs, np.hstack([reset_obs, reset_obs]), done, final,
-                            np.hstack([final, final]))
+        finished += st.step(
+            dg,
+            act,
+            reset_obs,
+            np.hstack([reset_obs, reset_obs]),
+            done,
+            final,
+            np.hstack([final, final]),
+        )
     assert len(finished) == 2
     obs, ag, g, a = finished[0]  # env 0, ended after 2 steps with its true final obs
     np.testing.assert_array_equal(obs[:, 0], [0, 1, 2])

@@ -13,23 +13,38 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from agent.her import HerConfig, load_demo_replay, task_setup, train  # noqa: E402
-from agent.her_envs import GoalObs, LocalEnvs, make_env_fn  # noqa: E402
+from agent.her import HerConfig, load_demo_replay, task_setup, train
+from agent.her_envs import GoalObs, LocalEnvs, make_env_fn
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def sim2pi(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def reach_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """A briefly trained reach run (not a good policy: for format and plumbing tests)."""
     out = tmp_path_factory.mktemp("her") / "run"
-    cfg = HerConfig(task="reach", envs=4, workers=0, total_steps=1600, learning_starts=800,
-                    eval_every=1600, eval_episodes=4, eval_envs=4, out=str(out), log_every=1e9)
+    cfg = HerConfig(
+        task="reach",
+        envs=4,
+        workers=0,
+        total_steps=1600,
+        learning_starts=800,
+        eval_every=1600,
+        eval_episodes=4,
+        eval_envs=4,
+        out=str(out),
+        log_every=1e9,
+    )
     res = train(cfg)
     return out, res
 
@@ -55,22 +70,48 @@ def test_export_parity_and_twin_runtime_smoke(reach_run, tmp_path: Path) -> None
         envs.close()
     o = GoalObs(*(np.concatenate(c) for c in zip(*rows)))
     sess = ort.InferenceSession(str(bundle / "policy.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {"observation": o.observation[:, None], "achieved_goal": o.achieved_goal[:, None],
-             "desired_goal": o.desired_goal[:, None]}
+    feeds = {
+        "observation": o.observation[:, None],
+        "achieved_goal": o.achieved_goal[:, None],
+        "desired_goal": o.desired_goal[:, None],
+    }
     onnx_action = sess.run(["action"], feeds)[0]
     np.testing.assert_allclose(onnx_action, res.agent.deterministic(o), atol=1e-5)
     # the bundle runs on the twin through the one control loop
     report = tmp_path / "run.json"
-    r = sim2pi("deploy", "run", str(bundle), "--backend", "twin", "-n", "1", "--unpaced",
-               "--max-steps", "40", "--json", str(report))
+    r = sim2pi(
+        "deploy",
+        "run",
+        str(bundle),
+        "--backend",
+        "twin",
+        "-n",
+        "1",
+        "--unpaced",
+        "--max-steps",
+        "40",
+        "--json",
+        str(report),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert report.exists()
 
 
 def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
     data = tmp_path / "demos"
-    r = sim2pi("record", "--robot", "sim", "--teleop", "expert", "--task", "reach", "-n", "3",
-               "--out", str(data))
+    r = sim2pi(
+        "record",
+        "--robot",
+        "sim",
+        "--teleop",
+        "expert",
+        "--task",
+        "reach",
+        "-n",
+        "3",
+        "--out",
+        str(data),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     from deploy.dataset import Dataset
 
@@ -78,12 +119,13 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
     lengths = [len(ds.episode(i)) for i in range(ds.num_episodes)]
     cfg = HerConfig(task="reach", demos=str(data))
     spec, _, max_steps, success = task_setup(cfg)
+    assert spec.task == "reach"
     from hardware.tasks import compute_reward
 
     def reward(a, d, info):
         return compute_reward("reach", a, d, info)
 
-    replay = load_demo_replay(data, cfg, max_steps, 6, 2, 2, reward, success)
+    replay = load_demo_replay(data, cfg, max_steps, 6, 2, 2, reward, success, spec=spec)
     assert replay.n_episodes == 3 and replay.n_transitions == sum(n - 1 for n in lengths)
     ep0 = ds.episode(0)
     np.testing.assert_array_equal(replay.action[0, : lengths[0] - 1], ep0["action"][:-1])
@@ -92,8 +134,19 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
     b = replay.sample(4000)
     assert (b.reward[b.relabeled & (b.goal_t == b.t + 1)] == 0).all()
     # a short training run with demos mixed into every batch runs through
-    res = train(HerConfig(task="reach", envs=2, workers=0, total_steps=400, learning_starts=200,
-                          demos=str(data), eval_episodes=0, log_every=1e9, batch_size=64))
+    res = train(
+        HerConfig(
+            task="reach",
+            envs=2,
+            workers=0,
+            total_steps=400,
+            learning_starts=200,
+            demos=str(data),
+            eval_episodes=0,
+            log_every=1e9,
+            batch_size=64,
+        )
+    )
     assert res.updates > 0
 
 
@@ -101,8 +154,19 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
 def test_learns_rover_reach() -> None:
     """Sparse-reward RoverReach to >= 90 % deterministic success in 40k env steps (~1-2 min on
     two idle cores; typically 12-20k steps)."""
-    res = train(HerConfig(task="reach", envs=8, workers=1, total_steps=40_000, minutes=10,
-                          eval_every=4000, eval_episodes=50, target_success=0.95, seed=0,
-                          log_every=1e9))
+    res = train(
+        HerConfig(
+            task="reach",
+            envs=8,
+            workers=1,
+            total_steps=40_000,
+            minutes=10,
+            eval_every=4000,
+            eval_episodes=50,
+            target_success=0.95,
+            seed=0,
+            log_every=1e9,
+        )
+    )
     best = max(h["success_rate"] for h in res.history)
     assert best >= 0.9, json.dumps(res.history)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,10 @@ def test_hanging_inference_is_caught_by_the_watchdog(desc, pin_robot, clock) -> 
         assert moving(pin_robot.pin_values())  # it was driving when inference hung
         clock.advance(desc.safety.watchdog + 0.01)
         assert loop.watchdog.stalled.wait(10.0)
+        # `stalled` is set just before the watchdog thread calls robot.stop(): give it a moment
+        give_up = time.monotonic() + 10.0
+        while pin_robot.pin_values() != (0.0, 0.0, 0.0, 0.0) and time.monotonic() < give_up:
+            time.sleep(0.001)
         assert pin_robot.pin_values() == (0.0, 0.0, 0.0, 0.0)
         release.set()
         t.join(10.0)
