@@ -111,6 +111,7 @@ def train_dagger(
         total_steps=total,
         seed=cfg.seed,
         skip_reached=cfg.skip_reached,
+        image_shift=cfg.image_shift,
     )
     logger = RunLogger(run)
     history: list[dict[str, Any]] = []
@@ -175,7 +176,7 @@ def train_dagger(
                 beta=beta,
                 env=env,
             )
-            store.extend(new)
+            store.extend(new, relabel=False)
             log.info(
                 "round %d: beta %.2f, learner+expert success while collecting %.0f%%",
                 r,

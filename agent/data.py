@@ -142,7 +142,8 @@ class EpisodeStore:
     """Flat, episode-contiguous storage of episodes with history windows and relabeling.
 
     Attributes (N = total steps): ``data[key]`` [N, ...]; ``first``/``last`` [N] flat indices of
-    each step's episode start/end; ``episode`` [N] episode number; ``weight`` [N] sampling weight.
+    each step's episode start/end; ``episode`` [N] episode number; ``weight`` [N] sampling weight;
+    ``relabel_ok`` [N] whether hindsight relabeling may touch the step.
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class EpisodeStore:
         self.last = np.zeros(0, np.int64)
         self.episode = np.zeros(0, np.int64)
         self.weight = np.zeros(0, np.float64)
+        self.relabel_ok = np.zeros(0, bool)
         self.num_episodes = 0
         self._chunks: dict[str, list[np.ndarray]] = {k: [] for k in self.keys}
         self.extend(episodes)
@@ -163,11 +165,16 @@ class EpisodeStore:
     def __len__(self) -> int:
         return len(self.first)
 
-    def extend(self, episodes: Sequence[Episode], weight: float = 1.0) -> None:
-        """Append episodes (validated against the spec); ``weight`` scales their sampling weight."""
+    def extend(
+        self, episodes: Sequence[Episode], weight: float = 1.0, *, relabel: bool = True
+    ) -> None:
+        """Append episodes (validated against the spec); ``weight`` scales their sampling weight;
+        ``relabel=False`` keeps their goals out of hindsight relabeling (DAgger's learner
+        rollouts: their labels are not the actions that produced their achieved goals)."""
         if not episodes:
             return
         firsts, lasts, eps, ws = [self.first], [self.last], [self.episode], [self.weight]
+        oks = [self.relabel_ok]
         offset = len(self)
         for i, raw in enumerate(episodes):
             ep = check_episode(self.spec, raw, self.num_episodes + i)
@@ -179,10 +186,12 @@ class EpisodeStore:
             eps.append(np.full(n, self.num_episodes + i, np.int64))
             w = weight * (self.intervention_weight if ep["intervention"].any() else 1.0)
             ws.append(np.full(n, w, np.float64))
+            oks.append(np.full(n, relabel, bool))
             offset += n
         self.num_episodes += len(episodes)
         self.first, self.last = np.concatenate(firsts), np.concatenate(lasts)
         self.episode, self.weight = np.concatenate(eps), np.concatenate(ws)
+        self.relabel_ok = np.concatenate(oks)
         self.data = {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in self._chunks.items()}
         self._chunks = {k: [v] for k, v in self.data.items()}
 

@@ -71,12 +71,14 @@ class Trainer:
         total_steps: int,
         seed: int,
         skip_reached: bool = True,
+        image_shift: int = 0,
     ):
         self.policy = policy
         self.store = store
         self.relabeler = Relabeler(store.spec, relabel)
         self.batch_size = batch_size
         self.skip_reached = skip_reached
+        self.image_shift = image_shift
         self.grad_clip = grad_clip
         self.total_steps = max(1, total_steps)
         self.base_lr = lr
@@ -106,6 +108,7 @@ class Trainer:
                 s.first,
                 s.last,
                 self.rng,
+                s.relabel_ok,
             )
             goal, frac = r.desired_goal, float(r.relabeled.mean())
             if self.skip_reached:
@@ -113,7 +116,13 @@ class Trainer:
                 # place towards a far goal): their action is no lesson for that goal.
                 weight = np.where(r.relabeled & r.reached, 0.0, 1.0)
                 weight *= len(weight) / max(weight.sum(), 1.0)
-        return s.batch(idx, self.policy.config.history, goal, weight), frac
+        batch = s.batch(idx, self.policy.config.history, goal, weight)
+        if self.image_shift > 0:
+            for k in s.spec.image_keys:
+                batch.obs[k] = torch.from_numpy(
+                    random_shift(batch.obs[k].numpy(), self.image_shift, self.rng)
+                )
+        return batch, frac
 
     def train_step(self) -> dict[str, float]:
         """One gradient step; returns scalars to log."""
@@ -150,6 +159,21 @@ class Trainer:
         self.step = int(st["step"])
         self.rng.bit_generator.state = st["numpy_rng"]
         torch.set_rng_state(st["torch_rng"])
+
+
+def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """Shift every window of images [B, H, h, w, c] by up to ``pad`` pixels (edge-padded, the same
+    shift for all frames of a window): the random-shift augmentation of DrQ (Kostrikov et al. 2020),
+    which keeps a small CNN from memorizing a few demos."""
+    b, _, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    oy = rng.integers(0, 2 * pad + 1, b)
+    ox = rng.integers(0, 2 * pad + 1, b)
+    rows = (oy[:, None] + np.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + np.arange(w))[:, None, None, :]
+    bi = np.arange(b)[:, None, None, None]
+    ti = np.arange(images.shape[1])[None, :, None, None]
+    return np.ascontiguousarray(padded[bi, ti, rows, cols])
 
 
 def build_policy(spec: Spec, pcfg: PolicyConfig, store: EpisodeStore, seed: int) -> Policy:
@@ -260,6 +284,7 @@ def train(
         total_steps=cfg.steps,
         seed=cfg.seed,
         skip_reached=cfg.skip_reached,
+        image_shift=cfg.image_shift,
     )
     if cfg.resume and (run / "checkpoint.json").exists():
         meta = read_meta(run)

@@ -145,8 +145,14 @@ class Relabeler:
         first: np.ndarray,
         last: np.ndarray,
         rng: np.random.Generator,
+        allowed: np.ndarray | None = None,
     ) -> Relabeled:
-        """Relabel the flat steps ``idx`` [B]; recorded arrays are left untouched."""
+        """Relabel the flat steps ``idx`` [B]; recorded arrays are left untouched.
+
+        ``allowed`` [N] bool marks steps that may be relabeled: hindsight is only valid when the
+        stored action is the one that produced the later achieved goals (demos, not DAgger steps
+        whose label is the expert's action for the recorded goal while the learner drove).
+        """
         cfg = self.config
         idx = np.asarray(idx, np.int64)
         goal = desired[idx].astype(np.float32, copy=True)
@@ -158,6 +164,8 @@ class Relabeler:
         if cfg.strategy == "none" or cfg.ratio <= 0.0:
             return Relabeled(goal, rew, suc, mask, gidx, is_success(self.task, a_now, goal))
         mask = rng.random(idx.shape) < cfg.ratio
+        if allowed is not None:
+            mask &= np.asarray(allowed, bool)[idx]
         if mask.any():
             sel = idx[mask]
             g = goal_indices(cfg.strategy, sel, last[sel], rng, start=first[sel], gamma=cfg.gamma)

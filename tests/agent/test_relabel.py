@@ -166,3 +166,18 @@ def test_bad_options_raise_helpful_errors(reach_spec, seek_spec) -> None:
         RelabelConfig(ratio=1.5)
     with pytest.raises(Sim2PiError, match="--relabel none"):
         Relabeler(seek_spec, RelabelConfig("future"))
+
+
+def test_steps_not_allowed_are_never_relabeled(reach_spec) -> None:  # type: ignore[no-untyped-def]
+    """DAgger's learner rollouts (labels that did not produce the achieved goals) keep their goal."""
+    store = EpisodeStore(reach_spec, synthetic_episodes([20, 20]))
+    store.extend(synthetic_episodes([20, 20], seed=1), relabel=False)
+    assert store.relabel_ok.tolist() == [True] * 40 + [False] * 40
+    rel = Relabeler(reach_spec, RelabelConfig("future", 1.0))
+    rng = np.random.default_rng(0)
+    idx = np.arange(len(store))
+    d = store.data
+    out = rel(idx, d["achieved_goal"], d["desired_goal"], d["reward"], d["success"], store.first,
+              store.last, rng, store.relabel_ok)
+    assert out.relabeled[:40].all() and not out.relabeled[40:].any()
+    np.testing.assert_array_equal(out.desired_goal[40:], d["desired_goal"][40:])
