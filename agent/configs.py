@@ -113,8 +113,10 @@ class GCBCConfig:
             "their action says nothing about how to reach it"
         },
     )
-    image_shift: int = field(default=4, metadata={
-        "doc": "random-shift augmentation of camera images by up to N pixels (0: off)"})
+    image_shift: int = field(
+        default=4,
+        metadata={"doc": "random-shift augmentation of camera images by up to N pixels (0: off)"},
+    )
     head: str = field(default="mse", metadata={"doc": "action head: mse | gmm | discrete"})
     arch: str = field(
         default="mlp", metadata={"doc": "history handling: mlp (frame stacking) | gru"}

@@ -168,12 +168,16 @@ def main() -> None:
     from sim.accuracy import check_accuracy
 
     rep = check_accuracy()
-    acc_rows = [[name, rep.pos_error[name] * 100, rep.ang_error_deg[name],
-                 "≤ 2 cm, ≤ 2°"] for name in rep.pos_error]
+    acc_rows = [
+        [name, rep.pos_error[name] * 100, rep.ang_error_deg[name], "≤ 2 cm, ≤ 2°"]
+        for name in rep.pos_error
+    ]
     acc_rows.append(["box sink into the floor (mm)", rep.box_sink * 1000, float("nan"), "≤ 2 mm"])
-    body += (f"\n\nPhysics at the env's settings vs the reference {rep.reference}: "
-             f"{'PASS' if rep.passed else 'FAIL'}\n\n"
-             + table(["scenario", "final position error (cm)", "heading error (°)", "target"], acc_rows))
+    body += (
+        f"\n\nPhysics at the env's settings vs the reference {rep.reference}: "
+        f"{'PASS' if rep.passed else 'FAIL'}\n\n"
+        + table(["scenario", "final position error (cm)", "heading error (°)", "target"], acc_rows)
+    )
     print(body)
     if not args.no_append:
         append("sim_throughput", body, f"{args.rounds} interleaved rounds of {args.steps} steps.")

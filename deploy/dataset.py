@@ -54,7 +54,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -663,7 +663,7 @@ def build_info(
     fps: int,
     sim2pi: dict[str, Any],
     robot_type: str | None,
-    rows: list[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     n_tasks: int,
 ) -> dict[str, Any]:
     """info.json from the features and the committed rows (the counters are derived)."""
@@ -687,7 +687,7 @@ def build_info(
     }
 
 
-def _fill_video_info(root: Path, info: dict[str, Any], rows: list[Mapping[str, Any]]) -> None:
+def _fill_video_info(root: Path, info: dict[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
     for vk in video_keys(info["features"]):
         ft = info["features"][vk]
         if ft.get("info") or not rows:
@@ -698,7 +698,7 @@ def _fill_video_info(root: Path, info: dict[str, Any], rows: list[Mapping[str, A
 
 
 def _write_derived(
-    root: Path, info: dict[str, Any], rows: list[Mapping[str, Any]], n_tasks: int
+    root: Path, info: dict[str, Any], rows: Sequence[Mapping[str, Any]], n_tasks: int
 ) -> dict[str, Any]:
     """Rewrite stats.json and info.json from the committed rows (stats first, info last)."""
     new = build_info(
@@ -1401,7 +1401,7 @@ class Dataset:
 # validation
 
 # What a conforming dataset must have (also checked by the conformance test).
-REQUIRED_INFO_KEYS = {
+REQUIRED_INFO_KEYS: dict[str, type | tuple[type, ...]] = {
     "codebase_version": str,
     "robot_type": (str, type(None)),
     "total_episodes": int,
@@ -1462,8 +1462,8 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
     # info.json
     try:
         info = load_info(root)
-    except DatasetError as e:
-        return [Problem(str(e), None, INFO_PATH)]
+    except DatasetError as exc:
+        return [Problem(str(exc), None, INFO_PATH)]
     for key, typ in REQUIRED_INFO_KEYS.items():
         if key not in info:
             err(f"missing required key '{key}'", file=INFO_PATH)
@@ -1514,15 +1514,15 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                 err(f"feature '{key}' disagrees with the sim2pi spec", file=INFO_PATH)
         if list(features) != list(expected_features):
             err(f"features are not in the expected order {list(expected_features)}", file=INFO_PATH)
-    except (KeyError, TypeError, ValueError) as e:
-        err(f"no usable sim2pi spec ({type(e).__name__}: {e})", file=INFO_PATH)
+    except (KeyError, TypeError, ValueError) as exc:
+        err(f"no usable sim2pi spec ({type(exc).__name__}: {exc})", file=INFO_PATH)
     schema = data_schema(features)
 
     # tasks
     try:
         tasks = read_tasks(root)
-    except DatasetError as e:
-        err(str(e), file=TASKS_PATH)
+    except DatasetError as exc:
+        err(str(exc), file=TASKS_PATH)
         tasks = []
     if info.get("total_tasks") != len(tasks):
         err(
@@ -1576,14 +1576,17 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
     for slot, p in _slot_files(root / EPISODES_DIR, ".parquet"):
         try:
             metas.append(MetaFile(slot, p, pq.read_table(p).to_pylist()))
-        except Exception as e:
-            err(f"cannot read the episode metadata ({type(e).__name__}: {e})", file=_rel(root, p))
+        except Exception as exc:
+            err(
+                f"cannot read the episode metadata ({type(exc).__name__}: {exc})",
+                file=_rel(root, p),
+            )
     rows: list[dict[str, Any]] = []
     seen: set[int] = set()
     need = list(REQUIRED_ROW_KEYS) + [f"videos/{vk}/{k}" for vk in vkeys for k in VIDEO_ROW_KEYS]
-    for m in metas:
-        rel = _rel(root, m.path)
-        for r in m.rows:
+    for meta in metas:
+        rel = _rel(root, meta.path)
+        for r in meta.rows:
             pos = len(rows)
             missing = [k for k in need if k not in r or r[k] is None]
             if missing:
@@ -1601,7 +1604,7 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                 )
             if (
                 chunk_file_to_slot(r["meta/episodes/chunk_index"], r["meta/episodes/file_index"])
-                != m.slot
+                != meta.slot
             ):
                 err(
                     "meta/episodes/chunk_index, file_index do not name the file it is in",
@@ -1661,10 +1664,10 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
         eps_here = by_data[slot]
         try:
             t = pq.read_table(on_disk[slot])
-        except Exception as e:
+        except Exception as exc:
             for r in eps_here:
                 err(
-                    f"cannot read the data file ({type(e).__name__}: {e})",
+                    f"cannot read the data file ({type(exc).__name__}: {exc})",
                     episode=int(r["episode_index"]),
                     file=rel,
                 )
@@ -1754,10 +1757,10 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                 continue
             try:
                 probe = probe_video(vdisk[slot], fps)
-            except DatasetError as e:
+            except DatasetError as exc:
                 for r in eps_here:
                     err(
-                        f"unreadable video ({str(e).split(': ', 1)[-1]})",
+                        f"unreadable video ({str(exc).split(': ', 1)[-1]})",
                         episode=int(r["episode_index"]),
                         file=rel,
                     )
@@ -1807,20 +1810,20 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
             st = stats_from_json(json.loads((root / STATS_PATH).read_text()))
         except FileNotFoundError:
             err("missing", file=STATS_PATH)
-        except Exception as e:
-            err(f"cannot read ({type(e).__name__}: {e})", file=STATS_PATH)
+        except Exception as exc:
+            err(f"cannot read ({type(exc).__name__}: {exc})", file=STATS_PATH)
         else:
             try:
                 expected = aggregate_stats([row_stats(r) for r in rows])
-                for key, d in expected.items():
+                for key, agg in expected.items():
                     for stat in ("min", "max", "mean", "std", "count"):
                         got = st.get(key, {}).get(stat)
                         if (
                             got is None
-                            or np.shape(got) != np.shape(d[stat])
+                            or np.shape(got) != np.shape(agg[stat])
                             or not np.allclose(
                                 np.asarray(got, np.float64),
-                                d[stat],
+                                agg[stat],
                                 rtol=1e-6,
                                 atol=1e-9,
                                 equal_nan=True,
@@ -1831,9 +1834,9 @@ def validate(path: str | Path, *, deep: bool = False) -> list[Problem]:
                                 file=STATS_PATH,
                             )
                             break
-            except Exception as e:  # malformed per-episode stats: reported above per row
+            except Exception as exc:  # malformed per-episode stats: reported above per row
                 err(
-                    f"cannot aggregate the episodes' stats ({type(e).__name__}: {e})",
+                    f"cannot aggregate the episodes' stats ({type(exc).__name__}: {exc})",
                     file=STATS_PATH,
                 )
     return probs
@@ -1938,8 +1941,8 @@ def repair(path: str | Path) -> RepairReport:
                     e = int(r["episode_index"])
                     if e not in old_best or slot > old_best[e][0]:
                         old_best[e] = (slot, r)
-            except Exception as e:
-                logger.warning("repair: %s is unreadable (%s); rebuilding it", _rel(root, p), e)
+            except Exception as exc:
+                logger.warning("repair: %s is unreadable (%s); rebuilding it", _rel(root, p), exc)
         try:
             old_tasks: list[str] | None = read_tasks(root)
         except DatasetError:
@@ -1965,8 +1968,8 @@ def repair(path: str | Path) -> RepairReport:
                             f"{video_rel(vk, slot)} has {pr.frames} frames, data {t.num_rows}"
                         )
                 groups.append(_Group(slot, t, runs))
-            except Exception as e:  # any unreadable or inconsistent file set is quarantined
-                problem = e
+            except Exception as exc:  # any unreadable or inconsistent file set is quarantined
+                problem = exc
             if problem is not None:
                 logger.warning("repair: quarantining slot %d (%s)", slot, problem)
                 quarantine(p)
@@ -2073,7 +2076,7 @@ def repair(path: str | Path) -> RepairReport:
                         )
                         == g.slot
                     )
-                    if reuse:
+                    if reuse and old is not None:
                         stats[vk] = row_stats(old).get(vk, {})
                     if not stats.get(vk):
                         acc = ImageStats()

@@ -391,10 +391,10 @@ def plot_dataset(path: str | Path, out: str | Path, *, max_episodes: int = 50) -
         fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), squeeze=False)
         for j in range(rows):
             frames = ds.episode(j, load_images=True)[key]
-            for c, k in enumerate((0, len(frames) // 2, len(frames) - 1)):
-                axes[j, c].imshow(frames[k])
-                axes[j, c].set_axis_off()
-                axes[j, c].set_title(f"ep {j} t={k}", fontsize=7)
+            for col, k in enumerate((0, len(frames) // 2, len(frames) - 1)):
+                axes[j, col].imshow(frames[k])
+                axes[j, col].set_axis_off()
+                axes[j, col].set_title(f"ep {j} t={k}", fontsize=7)
         fig.tight_layout()
         files.append(out / "frames.png")
         fig.savefig(files[-1], dpi=80)

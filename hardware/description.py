@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -47,7 +48,7 @@ def f(
     """A documented dataclass field with a unit and an allowed range."""
     meta = {"doc": doc, "unit": unit, "lo": lo, "hi": hi, "choices": choices}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        return field(default_factory=lambda d=default: _copy(d), metadata=meta)
+        return field(default_factory=functools.partial(_copy, default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -270,7 +271,7 @@ def _convert(tp: Any, value: Any, where: str, file: str | None) -> Any:
         if not isinstance(value, list):
             raise DescriptionError(f"expected a list, got {value!r}", file=file, field=where)
         return [_convert(item, v, f"{where}[{i}]", file) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise DescriptionError(
                 f"expected a mapping of {tp.__name__} fields, got {value!r}", file=file, field=where
@@ -497,6 +498,6 @@ def field_docs(cls: type = RobotDescription, prefix: str = "") -> list[tuple[str
         else:
             allowed = _type_name(inner)
         rows.append((name, meta.get("unit", ""), allowed, meta.get("doc", "")))
-        if dataclasses.is_dataclass(inner):
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
             rows.extend(field_docs(inner, name))
     return rows

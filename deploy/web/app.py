@@ -29,6 +29,7 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ class TokenBucket:
         return False
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
     for k, v in scope.get("headers", []):
         if k == name:
             return v.decode("latin-1")
@@ -182,7 +183,7 @@ class Guard:
         # Constant-time compare on bytes of any length (compare_digest handles unequal lengths).
         return hmac.compare_digest(presented.encode("utf-8", "replace"), self._token)
 
-    def origin_ok(self, scope: dict[str, Any]) -> bool:
+    def origin_ok(self, scope: Mapping[str, Any]) -> bool:
         """``Origin`` (when sent) equals this server's host:port; loopback binds want a loopback Host."""
         host = _header(scope, b"host")
         if host is None:
@@ -206,7 +207,7 @@ class Guard:
         return _netloc(o.scheme, o.netloc) == here
 
     @staticmethod
-    def ws_token(scope: dict[str, Any]) -> tuple[str | None, bool]:
+    def ws_token(scope: Mapping[str, Any]) -> tuple[str | None, bool]:
         """(token, speaks our subprotocol) from the websocket handshake."""
         token = None
         ours = False

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from deploy.teleop import CommandSource
+    from hardware.robot import Robot
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +127,8 @@ def run_teleop(
 
         desc = load_description("rover")
         twin = TwinBackend(info.name, desc, seed=seed, camera=None)
-        bot = twin.robot
-        episode_args = None
+        bot: Robot = twin.robot
+        episode_args: dict[str, Any] | None = None
     else:
         desc = load_description(robot)
         if backend == "mock":
@@ -150,7 +155,7 @@ def run_teleop(
         from deploy.web.runner import open_recorder
 
         recorder = open_recorder(record, info.name, desc)
-    pol = None
+    pol: CommandSource | None = None
     if policy is not None:
         from deploy.policy import OnnxPolicy, PolicySource
 

@@ -99,11 +99,10 @@ class WebTeleop:
         self._last_tick = t
         raw = raw or {}
         ws = raw.get("wheel_speed")
+        valid = _first(raw, "range_valid")
         self.feed.publish_telemetry(
             range=_first(raw, "range"),
-            range_valid=None
-            if raw.get("range_valid") is None
-            else _first(raw, "range_valid") >= 0.5,
+            range_valid=None if valid is None else valid >= 0.5,
             wheel_speed=None if ws is None else [float(x) for x in np.asarray(ws).reshape(-1)[:2]],
             requested=None if requested is None else [float(x) for x in np.asarray(requested)[:2]],
             applied=None if applied is None else [float(x) for x in np.asarray(applied)[:2]],

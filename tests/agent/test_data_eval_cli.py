@@ -175,3 +175,18 @@ def test_cli_train_eval_export_from_a_dataset_on_disk(
     assert meta["training"]["dataset"] == str(data)
     assert meta["training"]["eval"]["heldout"]["episodes"] == 2
     assert meta["training"]["export_parity"]["max_abs_diff"] <= 1e-5
+
+
+def test_random_shift_moves_whole_windows_consistently() -> None:
+    from agent.gcbc import random_shift
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((8, 2, 16, 16, 3), np.uint8)
+    img[:, :, 6:10, 6:10] = 255  # a square in the middle of both frames
+    out = random_shift(img, 3, rng)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])  # same shift for every frame
+    centres = [np.argwhere(o[0, ..., 0] == 255).mean(0) for o in out]
+    assert len({tuple(c) for c in centres}) > 1  # different windows move differently
+    assert all(np.all(np.abs(c - 7.5) <= 3) for c in centres)
+    np.testing.assert_array_equal(random_shift(img, 0, rng), img)

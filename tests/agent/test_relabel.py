@@ -177,7 +177,16 @@ def test_steps_not_allowed_are_never_relabeled(reach_spec) -> None:  # type: ign
     rng = np.random.default_rng(0)
     idx = np.arange(len(store))
     d = store.data
-    out = rel(idx, d["achieved_goal"], d["desired_goal"], d["reward"], d["success"], store.first,
-              store.last, rng, store.relabel_ok)
+    out = rel(
+        idx,
+        d["achieved_goal"],
+        d["desired_goal"],
+        d["reward"],
+        d["success"],
+        store.first,
+        store.last,
+        rng,
+        store.relabel_ok,
+    )
     assert out.relabeled[:40].all() and not out.relabeled[40:].any()
     np.testing.assert_array_equal(out.desired_goal[40:], d["desired_goal"][40:])

@@ -311,6 +311,7 @@ def test_hf_datasets_and_pandas_read_the_files(
     info.json (shape (1,) → Value, (D,) → fixed-length list), pandas reads tasks by index."""
     import datasets  # dev extra: required, never skipped
     import pandas as pd
+
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     path = recorded[0]
     info = json.loads((path / "meta/info.json").read_text())
