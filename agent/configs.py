@@ -81,9 +81,10 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
         known = {f.name for f in fields(cls)}
-        return cls(
-            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        )
+        kw: dict[str, Any] = {
+            k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known
+        }
+        return cls(**kw)
 
 
 @dataclass

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,8 +167,8 @@ def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.n
     which keeps a small CNN from memorizing a few demos."""
     b, _, h, w, _ = images.shape
     padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
-    oy = rng.integers(0, 2 * pad + 1, b)
-    ox = rng.integers(0, 2 * pad + 1, b)
+    oy = np.asarray(rng.integers(0, 2 * pad + 1, size=b))
+    ox = np.asarray(rng.integers(0, 2 * pad + 1, size=b))
     rows = (oy[:, None] + np.arange(h))[:, None, :, None]
     cols = (ox[:, None] + np.arange(w))[:, None, None, :]
     bi = np.arange(b)[:, None, None, None]
@@ -199,7 +199,7 @@ class RunLogger:
         self._t = time.perf_counter()
         self._step = 0
 
-    def scalars(self, values: dict[str, float | None], step: int) -> None:
+    def scalars(self, values: Mapping[str, float | None], step: int) -> None:
         now = time.perf_counter()
         if step > self._step:
             values = {**values, "charts/steps_per_second": (step - self._step) / (now - self._t)}

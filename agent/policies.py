@@ -159,6 +159,7 @@ class DiscreteHead(Head):
     def __init__(self, in_dim: int, act_dim: int, bins: int, embed: int = 16, hidden: int = 64):
         super().__init__()
         self.d, self.bins = act_dim, bins
+        self.centers: Tensor
         self.first = nn.Linear(in_dim, bins)
         self.embeds = nn.ModuleList([nn.Embedding(bins, embed) for _ in range(act_dim - 1)])
         self.rest = nn.ModuleList(
@@ -245,6 +246,9 @@ class TanhGaussianHead(Head):
 
 class Policy(nn.Module):
     """Observation dict with history → action. See the module docstring."""
+
+    action_low: Tensor  # buffers (declared for type checkers)
+    action_high: Tensor
 
     def __init__(self, spec: Spec, config: PolicyConfig | None = None):
         super().__init__()

@@ -127,7 +127,7 @@ def rollout(
     traj = [_xy(obs, info)]
     frames = [env.render()] if render else []
     steps_to_success: int | None = None
-    limit = max_steps or getattr(env.unwrapped, "max_steps", task_info(spec.task).max_steps)
+    limit = max_steps or getattr(env.unwrapped, "max_steps", None) or task_info(spec.task).max_steps
     t = 0
     success = False
     while True:

@@ -3,7 +3,7 @@
 Prints a table of measured figures next to the targets and appends it to benchmarks/RESULTS.md
 with the commit hash and the load average (the machine is shared; wall-clock figures depend on it).
 
-    python benchmarks/learning.py            # everything (~15-25 min on one core)
+    python benchmarks/learning.py            # everything (~30 min on a shared 2-core machine)
     python benchmarks/learning.py --only reach,ablation
 
 Targets (from the issue): RoverReach 100 expert demos → GC-BC (future) ≥ 95 % on 200 held-out goals,
@@ -143,6 +143,44 @@ def push(tmp: Path) -> None:
     )
 
 
+def push_history(tmp: Path) -> None:
+    """The push expert pushes blind (the box leaves the camera's view): try a history window."""
+    eps, _ = collect_episodes("push", 200, noise=0.3)
+    for arch, h in (("mlp", 4), ("gru", 8)):
+        _, ev = bc(
+            "push", eps, tmp, f"push-{arch}{h}", relabel="none", steps=4000, arch=arch, history=h
+        )
+        rows.append(
+            (
+                f"RoverPush 200 noisy demos, BC, {arch} history {h}",
+                fmt(ev),
+                ">= 80%",
+                "PASS" if ev["success_rate"] >= 0.8 else "MISS",
+            )
+        )
+
+
+def dagger_reach(tmp: Path) -> None:
+    """DAgger with a Markov expert (reach): few demos, then learner rollouts labeled by the expert."""
+    cfg = DaggerConfig(
+        task="reach",
+        demos=5,
+        out=str(tmp / "reach-dagger"),
+        relabel="none",
+        steps=1500,
+        rounds=4,
+        episodes_per_round=10,
+        steps_per_round=800,
+        eval_episodes=0,
+        progress=False,
+        save_every=0,
+        beta=0.5,
+    )
+    out = train_dagger(cfg)
+    ev = evaluate(out["policy"], episodes=EVAL_EPISODES, goals="heldout")
+    rows.append(("RoverReach 5 demos + DAgger 4 x 10 episodes", fmt(ev), "", ""))
+
+
 def seek(tmp: Path) -> None:
     eps, st = collect_episodes("seek", 100, only_success=False)
     rows.append(("RoverSeek expert success", f"{np.mean([s.success for s in st]):.1%}", "", ""))
@@ -172,8 +210,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--only",
-        default="reach,ablation,push,seek",
-        help="comma-separated subset of reach,ablation,push,seek",
+        default="reach,ablation,push,push_history,dagger_reach,seek",
+        help="comma-separated subset of reach,ablation,push,push_history,dagger_reach,seek",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -182,7 +220,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for name in args.only.split(","):
             log.info("benchmark %s", name)
-            {"reach": reach, "ablation": ablation, "push": push, "seek": seek}[name](Path(d))
+            {
+                "reach": reach,
+                "ablation": ablation,
+                "push": push,
+                "push_history": push_history,
+                "dagger_reach": dagger_reach,
+                "seek": seek,
+            }[name](Path(d))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True, capture_output=True
     ).stdout.strip()

@@ -250,3 +250,25 @@ def test_cli_registers_train_her_with_every_config_field() -> None:
     assert r.exit_code == 0, r.output
     for f in fields(HerConfig):
         assert "--" + f.name.replace("_", "-") in r.output, f.name
+
+
+class CountingPointReach(PointReach):
+    """PointReach whose compute_reward records the batch sizes it is called with."""
+
+    batch_calls: list[int] = []
+
+    def compute_reward(self, achieved, desired, info):
+        a = np.asarray(achieved)
+        if a.ndim == 2:
+            CountingPointReach.batch_calls.append(a.shape[0])
+        return super().compute_reward(achieved, desired, info)
+
+
+def test_training_relabels_with_the_envs_compute_reward() -> None:
+    CountingPointReach.batch_calls.clear()
+    cfg = toy_cfg(total_steps=600, learning_starts=400, eval_episodes=0, batch_size=32, utd=0.5)
+    res = train(cfg, env_fn=CountingPointReach, spec=point_spec(), max_steps=MAX_STEPS)
+    # one vectorized call per block of gradient steps: 4 envs * utd 0.5 = 2 steps of 32
+    assert res.updates > 0
+    assert CountingPointReach.batch_calls and set(CountingPointReach.batch_calls) == {64}
+    assert len(CountingPointReach.batch_calls) == res.updates // 2

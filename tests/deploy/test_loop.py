@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Cmd, FakeClock, PinRobot, ScriptedSource, make_constant_bundle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from runtime_helpers import Cmd, FakeClock, PinRobot, ScriptedSource, make_constant_bundle
 
 from deploy.loop import ControlLoop, EpisodeResult
 from deploy.policy import OnnxPolicy, PolicySource

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import FakeClock, ScriptedSource
+from runtime_helpers import FakeClock, ScriptedSource
 
 from deploy.loop import ControlLoop
 from hardware.tasks import Observer

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Cmd, PinRobot, ScriptedSource
+from runtime_helpers import Cmd, PinRobot, ScriptedSource
 
 from deploy.loop import DEFAULT_SPIN, ControlLoop
 from hardware.errors import Sim2PiError

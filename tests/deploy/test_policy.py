@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_constant_bundle
+from runtime_helpers import make_constant_bundle
 
 from deploy.bundle import Bundle, write_bundle_json
 from deploy.policy import OnnxPolicy, PolicySource, session_options

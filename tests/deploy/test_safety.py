@@ -96,7 +96,7 @@ def test_slew_dt_is_capped_after_a_long_gap(clock) -> None:
     )
 )
 def test_slew_and_clamp_hold_for_any_sequence(steps) -> None:
-    from conftest import FakeClock
+    from runtime_helpers import FakeClock
 
     clock = FakeClock()
     s = layer(clock, slew_rate=5.0, max_duty=0.8)
