@@ -39,7 +39,7 @@ class Plan:
     quick: bool
     seed: int = 0
     demos: int = 100
-    steps: int = 4000
+    steps: int = 3000
     eval_episodes: int = 100
     deploy_episodes: int = 20
     stages: list[tuple[str, list[str]]] = field(default_factory=list)

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from agent.her_buffer import EpisodeReplay, EpisodeStager, HerBatch
 from agent.her_config import HerConfig
 from agent.her_envs import EnvFn, GoalObs, LocalEnvs, make_env_batch, make_env_fn
-from agent.policies import GOAL_DELTA, Policy, PolicyConfig
+from agent.policies import GOAL_DELTA, Policy, PolicyConfig, TanhGaussianHead
 from hardware.errors import Sim2PiError
 from hardware.spec import Spec
 
@@ -167,6 +167,9 @@ class SacHer:
         expected = ["observation", "achieved_goal", "desired_goal", GOAL_DELTA]
         if self.layout != expected:
             raise Sim2PiError(f"unexpected policy inputs {self.layout}; SAC+HER expects {expected}")
+        head = self.actor.head
+        assert isinstance(head, TanhGaussianHead)
+        self.head: TanhGaussianHead = head
         self.in_dim = self.obs_dim + 3 * self.goal_dim  # obs, ag, goal, goal - ag
         self.critic = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
         self.critic_target = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
@@ -186,8 +189,8 @@ class SacHer:
             self.opt = torch.optim.Adam(groups, fused=True)
         except (RuntimeError, TypeError):  # fused Adam needs a recent torch on CPU
             self.opt = torch.optim.Adam(groups, foreach=True)
-        self._online = list(self.critic.parameters())
-        self._target = list(self.critic_target.parameters())
+        self._online: list[Tensor] = list(self.critic.parameters())
+        self._target: list[Tensor] = list(self.critic_target.parameters())
         self.stats = RunningStats(self.in_dim)
         self.mean_t = torch.zeros(self.in_dim)
         self.std_t = torch.ones(self.in_dim)
@@ -223,9 +226,9 @@ class SacHer:
         x = self.normalize(self.features(obs.observation, obs.achieved_goal, obs.desired_goal))
         feat = self.actor.trunk(x)
         if deterministic:
-            u = self.actor.head.decode(feat)
+            u = self.head.decode(feat)
         else:
-            u, _ = self.actor.head.sample(feat)
+            u, _ = self.head.sample(feat)
         return self.actor.unnormalize_action(u).numpy()
 
     def deterministic(self, obs: GoalObs) -> np.ndarray:
@@ -255,7 +258,7 @@ class SacHer:
     def update(self, batch: Batch) -> dict[str, float]:
         """One fused SAC step (critics, actor with optional Q-filtered BC, temperature)."""
         cfg = self.cfg
-        actor, head = self.actor, self.actor.head
+        actor, head = self.actor, self.head
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             na, nlogp = head.sample(actor.trunk(batch.next_x))

@@ -292,7 +292,7 @@ class EpisodeStager:
         self.obs[rows, t + 1] = last_obs
         self.ag[rows, t + 1] = last_ag
         self.t += 1
-        out = []
+        out: list[tuple[np.ndarray, ...]] = []
         for i in np.flatnonzero(done):
             n = int(self.t[i])
             out.append(

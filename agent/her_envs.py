@@ -117,7 +117,8 @@ class LocalEnvs:
         return StepResult(o3, rew, term, trunc, succ, f3[0], f3[1])
 
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
-        return self.envs[0].unwrapped.compute_reward(achieved, desired, info)
+        goal_env: Any = self.envs[0].unwrapped
+        return goal_env.compute_reward(achieved, desired, info)
 
     def close(self) -> None:
         for env in self.envs:
@@ -163,7 +164,7 @@ class ProcessEnvs:
         workers = max(1, min(num_workers, n))
         bounds = np.linspace(0, n, workers + 1).round().astype(int)
         self._slices = [(int(bounds[i]), int(bounds[i + 1])) for i in range(workers)]
-        ctx = mp.get_context(context)
+        ctx: Any = mp.get_context(context)
         for lo, hi in self._slices:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(child, list(env_fns[lo:hi])), daemon=True)
@@ -209,7 +210,8 @@ class ProcessEnvs:
         # One env in this process only for its (pure, vectorized) reward function.
         if self._reward_env is None:
             self._reward_env = self._fn0()
-        return self._reward_env.unwrapped.compute_reward(achieved, desired, info)
+        goal_env: Any = self._reward_env.unwrapped
+        return goal_env.compute_reward(achieved, desired, info)
 
     def close(self) -> None:
         for c in self._conns:

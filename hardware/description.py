@@ -469,10 +469,20 @@ def load_description(path: str | Path = "rover") -> RobotDescription:
     return from_dict(data, source=str(p))
 
 
+# Parts of a description a trained policy does not depend on: changing them needs no retraining.
+HASH_EXCLUDES = ("name", "safety")
+
+
 def description_hash(desc: RobotDescription) -> str:
-    """A canonical hash: the same physical description always hashes the same (key order, YAML
-    formatting, comments and the file path do not matter)."""
-    blob = json.dumps(desc.to_dict(), sort_keys=True, separators=(",", ":"), default=float)
+    """A canonical hash of what a policy depends on: geometry, motors, sensors, camera, control.
+
+    The same physical robot always hashes the same: key order, YAML formatting, comments, the file
+    path, the robot's name and its safety limits (``HASH_EXCLUDES``) do not matter.
+    """
+    d = desc.to_dict()
+    for k in HASH_EXCLUDES:
+        d.pop(k, None)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=float)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -39,6 +39,7 @@ class TaskInfo:
     max_steps: int  # control ticks per episode (at the description's control rate)
     n_task_ids: int = 0  # one-hot size for multi-task conditioning (seek: 3)
     doc: str = ""
+    contact: bool = False  # the task pushes objects: the runtime turns the obstacle stop off
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -46,7 +47,13 @@ TASKS: dict[str, TaskInfo] = {
         "reach", "sim2pi/RoverReach-v0", True, 0.05, 150, doc="drive to a goal (x, y)"
     ),
     "push": TaskInfo(
-        "push", "sim2pi/RoverPush-v0", True, 0.05, 300, doc="push the tagged box to a goal (x, y)"
+        "push",
+        "sim2pi/RoverPush-v0",
+        True,
+        0.05,
+        300,
+        contact=True,
+        doc="push the tagged box to a goal (x, y)",
     ),
     "seek": TaskInfo(
         "seek",

@@ -126,6 +126,14 @@ def test_hash_is_canonical(tmp_path: Path) -> None:
     data3 = rover_dict()
     data3["geometry"]["wheel_radius"] = 0.034
     assert load_description(write(tmp_path, data3, "d.yaml")).hash != a.hash
+    data4 = rover_dict()
+    data4["camera"]["fov"] = 70.0
+    assert load_description(write(tmp_path, data4, "e.yaml")).hash != a.hash
+    # safety limits and the name do not change what a policy was trained on
+    data5 = rover_dict()
+    data5["safety"]["deadman"] = 0.5
+    data5["name"] = "my_rover"
+    assert load_description(write(tmp_path, data5, "f.yaml")).hash == a.hash
 
 
 def test_from_dict_round_trip() -> None:
