@@ -4,6 +4,8 @@ gymnasium's ``AsyncVectorEnv`` runs one env per process and pays roughly 0.4 ms 
 traffic per call here — more than a rover step costs — so it barely beats a single process. This
 vector env gives each worker process a *batch* of envs: one message per worker per step carries all
 its envs' actions and returns their stacked observations, so the traffic is paid once per batch.
+Observations, actions, rewards, flags and ``is_success`` travel through shared memory; the pipe only
+carries a few bytes per step (no pickling of arrays).
 
 Autoreset follows gymnasium's ``SAME_STEP`` mode: when an env ends, the step returns the first
 observation of its next episode and puts the last one in ``info["final_obs"]`` (with the mask
@@ -40,57 +42,131 @@ log = logging.getLogger(__name__)
 EnvFn = Callable[[], gym.Env]
 
 
-def _stack(items: list[Any]) -> Any:
-    if isinstance(items[0], dict):
-        return {k: np.stack([it[k] for it in items]) for k in items[0]}
-    return np.stack(items)
+class _Shared:
+    """Named shared-memory arrays for all envs; each worker writes only its own rows."""
+
+    def __init__(
+        self, layout: dict[str, tuple[tuple[int, ...], str]], names: dict[str, str] | None = None
+    ):
+        from multiprocessing import shared_memory
+
+        self.layout = layout
+        self.shms: dict[str, Any] = {}
+        self.arrays: dict[str, np.ndarray] = {}
+        for key, (shape, dtype) in layout.items():
+            nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            if names is None:
+                shm = shared_memory.SharedMemory(create=True, size=nbytes)
+            else:
+                shm = shared_memory.SharedMemory(name=names[key])
+            self.shms[key] = shm
+            self.arrays[key] = np.ndarray(shape, dtype=dtype, buffer=shm.buf)
+
+    @property
+    def names(self) -> dict[str, str]:
+        return {k: shm.name for k, shm in self.shms.items()}
+
+    def close(self, unlink: bool = False) -> None:
+        self.arrays = {}
+        for shm in self.shms.values():
+            shm.close()
+            if unlink:
+                try:
+                    shm.unlink()
+                except FileNotFoundError:
+                    pass
+        self.shms = {}
 
 
-def _index(batch: Any, i: int) -> Any:
-    if isinstance(batch, dict):
-        return {k: v[i] for k, v in batch.items()}
-    return batch[i]
+def _obs_keys(space: gym.Space) -> list[str]:
+    if isinstance(space, gym.spaces.Dict):
+        return list(space.spaces)
+    return [""]
 
 
-def _worker(conn: Connection, env_fns: list[EnvFn], info_keys: tuple[str, ...]) -> None:
+def _layout(
+    obs_space: gym.Space, act_space: gym.Space, n: int, info_keys: tuple[str, ...]
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    lay: dict[str, tuple[tuple[int, ...], str]] = {}
+    spaces = obs_space.spaces if isinstance(obs_space, gym.spaces.Dict) else {"": obs_space}
+    for k, sp in spaces.items():
+        if not isinstance(sp, gym.spaces.Box):
+            raise Sim2PiError(
+                f"BatchedVectorEnv supports Box / Dict-of-Box observations; '{k}' is {sp}"
+            )
+        lay["obs/" + k] = ((n, *sp.shape), str(sp.dtype))
+        lay["final/" + k] = ((n, *sp.shape), str(sp.dtype))
+    lay["act"] = ((n, *act_space.shape), str(act_space.dtype))
+    lay["rew"] = ((n,), "float64")
+    lay["term"] = ((n,), "bool")
+    lay["trunc"] = ((n,), "bool")
+    lay["ended"] = ((n,), "bool")
+    for k in info_keys:
+        lay["info/" + k] = ((n,), "float64")
+        lay["has/" + k] = ((n,), "bool")
+        lay["finalinfo/" + k] = ((n,), "float64")
+    return lay
+
+
+def _worker(
+    conn: Connection,
+    env_fns: list[EnvFn],
+    rows: list[int],
+    n_total: int,
+    info_keys: tuple[str, ...],
+) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     envs: list[gym.Env] = []
+    shared: _Shared | None = None
     try:
         envs = [fn() for fn in env_fns]
         conn.send(("ok", (envs[0].observation_space, envs[0].action_space)))
+        cmd, names = conn.recv()
+        layout = _layout(envs[0].observation_space, envs[0].action_space, n_total, info_keys)
+        shared = _Shared(layout, names)
+        a = shared.arrays
+        keys = _obs_keys(envs[0].observation_space)
+
+        def put(prefix: str, row: int, o: Any) -> None:
+            if keys == [""]:
+                a[prefix + "/"][row] = o
+            else:
+                for k in keys:
+                    a[prefix + "/" + k][row] = o[k]
+
+        def put_info(prefix: str, row: int, inf: dict[str, Any]) -> None:
+            for k in info_keys:
+                present = k in inf
+                if prefix == "info":
+                    a["has/" + k][row] = present
+                a[prefix + "/" + k][row] = float(inf[k]) if present else 0.0
+
+        conn.send(("ok", None))
         while True:
             cmd, data = conn.recv()
             if cmd == "reset":
                 seeds, options = data
-                out = [env.reset(seed=s, options=options) for env, s in zip(envs, seeds)]
-                infos = [{k: inf[k] for k in info_keys if k in inf} for _, inf in out]
-                conn.send(("ok", (_stack([o for o, _ in out]), infos)))
+                for env, row, seed in zip(envs, rows, seeds):
+                    o, inf = env.reset(seed=seed, options=options)
+                    put("obs", row, o)
+                    put_info("info", row, inf)
+                    a["ended"][row] = False
+                conn.send(("ok", None))
             elif cmd == "step":
-                obs_l, rew, term, trunc, infos = [], [], [], [], []
-                for env, a in zip(envs, data):
-                    o, r, te, tr, inf = env.step(a)
-                    small = {k: inf[k] for k in info_keys if k in inf}
-                    if te or tr:
-                        small["final_obs"] = o
-                        small["final_info"] = {k: inf[k] for k in info_keys if k in inf}
+                for env, row in zip(envs, rows):
+                    o, r, te, tr, inf = env.step(a["act"][row])
+                    a["rew"][row] = r
+                    a["term"][row] = te
+                    a["trunc"][row] = tr
+                    put_info("info", row, inf)
+                    ended = bool(te or tr)
+                    a["ended"][row] = ended
+                    if ended:
+                        put("final", row, o)
+                        put_info("finalinfo", row, inf)
                         o, _ = env.reset()
-                    obs_l.append(o)
-                    rew.append(r)
-                    term.append(te)
-                    trunc.append(tr)
-                    infos.append(small)
-                conn.send(
-                    (
-                        "ok",
-                        (
-                            _stack(obs_l),
-                            np.asarray(rew, np.float64),
-                            np.asarray(term, bool),
-                            np.asarray(trunc, bool),
-                            infos,
-                        ),
-                    )
-                )
+                    put("obs", row, o)
+                conn.send(("ok", None))
             elif cmd == "call":
                 name, args, kwargs = data
                 res = []
@@ -109,6 +185,8 @@ def _worker(conn: Connection, env_fns: list[EnvFn], info_keys: tuple[str, ...]) 
         except Exception:
             pass
     finally:
+        if shared is not None:
+            shared.close()
         for env in envs:
             env.close()
 
@@ -136,13 +214,15 @@ class BatchedVectorEnv(VectorEnv):
         starts = np.cumsum([0, *sizes])
         self._slices = [list(range(starts[i], starts[i + 1])) for i in range(workers)]
         ctx: Any = mp.get_context(context)
+        self.info_keys = tuple(info_keys)
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
+        self._shared: _Shared | None = None
         for idx in self._slices:
             parent, child = ctx.Pipe()
             p = ctx.Process(
                 target=_worker,
-                args=(child, [env_fns[i] for i in idx], tuple(info_keys)),
+                args=(child, [env_fns[i] for i in idx], idx, self.num_envs, self.info_keys),
                 daemon=True,
             )
             p.start()
@@ -154,6 +234,19 @@ class BatchedVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+        self._keys = _obs_keys(self.single_observation_space)
+        self._shared = _Shared(
+            _layout(
+                self.single_observation_space,
+                self.single_action_space,
+                self.num_envs,
+                self.info_keys,
+            )
+        )
+        for conn in self._conns:
+            conn.send(("attach", self._shared.names))
+        for conn in self._conns:
+            self._recv(conn)
         self.closed = False
 
     @classmethod
@@ -187,48 +280,58 @@ class BatchedVectorEnv(VectorEnv):
             seeds = list(seed)
         for conn, idx in zip(self._conns, self._slices):
             conn.send(("reset", ([seeds[i] for i in idx], options)))
-        parts = [self._recv(c) for c in self._conns]
-        obs = self._concat([p[0] for p in parts])
-        infos = [inf for p in parts for inf in p[1]]
-        return obs, self._merge_infos(infos)
+        for conn in self._conns:
+            self._recv(conn)
+        return self._read("obs"), self._infos(final=False)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = np.asarray(actions)
-        for conn, idx in zip(self._conns, self._slices):
-            conn.send(("step", actions[idx[0] : idx[-1] + 1]))
-        parts = [self._recv(c) for c in self._conns]
-        obs = self._concat([p[0] for p in parts])
-        rew = np.concatenate([p[1] for p in parts])
-        term = np.concatenate([p[2] for p in parts])
-        trunc = np.concatenate([p[3] for p in parts])
-        infos = [inf for p in parts for inf in p[4]]
-        return obs, rew, term, trunc, self._merge_infos(infos)
+        assert self._shared is not None
+        a = self._shared.arrays
+        a["act"][...] = np.asarray(actions).reshape(a["act"].shape)
+        for conn in self._conns:
+            conn.send(("step", None))
+        for conn in self._conns:
+            self._recv(conn)
+        return (
+            self._read("obs"),
+            a["rew"].copy(),
+            a["term"].copy(),
+            a["trunc"].copy(),
+            self._infos(final=True),
+        )
+
+    def _read(self, prefix: str) -> Any:
+        assert self._shared is not None
+        a = self._shared.arrays
+        if self._keys == [""]:
+            return a[prefix + "/"].copy()
+        return {k: a[prefix + "/" + k].copy() for k in self._keys}
+
+    def _infos(self, final: bool) -> dict[str, Any]:
+        assert self._shared is not None
+        a = self._shared.arrays
+        out: dict[str, Any] = {}
+        for k in self.info_keys:
+            has = a["has/" + k]
+            if has.any():
+                out[k] = a["info/" + k].copy()
+                out["_" + k] = has.copy()
+        ended = a["ended"]
+        if final and ended.any():
+            fin = self._read("final")
+            fo = np.empty(self.num_envs, dtype=object)
+            fi = np.empty(self.num_envs, dtype=object)
+            for i in np.flatnonzero(ended):
+                fo[i] = {k: fin[k][i] for k in self._keys} if self._keys != [""] else fin[i]
+                fi[i] = {k: a["finalinfo/" + k][i] for k in self.info_keys}
+            out["final_obs"], out["_final_obs"] = fo, ended.copy()
+            out["final_info"], out["_final_info"] = fi, ended.copy()
+        return out
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         for conn in self._conns:
             conn.send(("call", (name, args, kwargs)))
         return tuple(r for c in self._conns for r in self._recv(c))
-
-    def _concat(self, parts: list[Any]) -> Any:
-        if isinstance(parts[0], dict):
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return np.concatenate(parts)
-
-    def _merge_infos(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        keys = {k for inf in infos for k in inf}
-        for k in keys:
-            mask = np.array([k in inf for inf in infos])
-            if k in ("final_obs", "final_info"):
-                arr = np.empty(self.num_envs, dtype=object)
-                for i, inf in enumerate(infos):
-                    arr[i] = inf.get(k)
-                out[k] = arr
-            else:
-                vals = [inf.get(k, 0) for inf in infos]
-                out[k] = np.asarray(vals)
-            out["_" + k] = mask
-        return out
 
     def close_extras(self, **kwargs: Any) -> None:
         for conn in getattr(self, "_conns", []):
@@ -242,6 +345,9 @@ class BatchedVectorEnv(VectorEnv):
             if p.is_alive():
                 p.terminate()
         self._conns, self._procs = [], []
+        if self._shared is not None:
+            self._shared.close(unlink=True)
+            self._shared = None
 
 
 def _make(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
@@ -250,4 +356,4 @@ def _make(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
     return gym.make(env_id, **kwargs)
 
 
-__all__ = ["BatchedVectorEnv", "_index"]
+__all__ = ["BatchedVectorEnv"]
