@@ -124,86 +124,108 @@ class ReachExpert(Expert):
 
 
 class PushExpert(Expert):
-    """Approach behind the box, push it to the goal blind, back off to look, repeat."""
+    """Memoryless pusher: the action is a function of the current observation only.
+
+    The phase is decided geometrically at every call from the odometry pose, the box estimate,
+    the goal, ``box_seen`` and the measured wheel speeds (no internal state, no timer):
+
+    - box estimate at the goal: stop.
+    - pushing: the box estimate lies at or behind the chassis front while the rover stands on the
+      box→goal line facing the goal. The box cannot be inside the rover, so the estimate is stale
+      and the box rides in front of it (out of the camera's view): steer the point ahead of the
+      chassis onto the goal until it gets there, then reverse so the camera sees the box again.
+      Keep reversing while the box is unseen, within the back-off zone and the wheels already
+      turn backwards (the hysteresis is read from the observed wheel speeds).
+    - lined up: behind the box on the box→goal line (within tolerance of the stand-off point's
+      line): face the box, then drive through it toward the goal.
+    - otherwise: drive to a stand-off point behind the box, detouring around it when it is in
+      the way.
+    """
 
     task = "push"
     BEHIND = 0.24  # m: stand-off behind the box centre before pushing
     BACKOFF = 0.12  # m to reverse after a push so the camera sees the box again
     DETOUR = 0.22  # m: side waypoint distance from the box when it is in the way
-
-    def reset(self) -> None:
-        self.state = "approach"
-        self.goal_dir = np.zeros(2)
-        self.mark = np.zeros(2)
-        self.box = np.zeros(2)
-        self.pushes = 0
+    LATERAL = 0.04  # m: offset from the box→goal line that still counts as lined up
+    PUSH_LATERAL = 0.06  # m: offset from the (stale) line still counted as pushing
+    FACING = 0.02  # m: sideways offset of the box in the rover frame that counts as facing it
 
     def act(
         self, policy_obs: dict[str, np.ndarray], info: dict[str, Any] | None = None
     ) -> np.ndarray:
         o = policy_obs["observation"]
-        pose = _pose(policy_obs)
-        pos = np.array(pose[:2])
+        x, y, th = _pose(policy_obs)
+        pos = np.array([x, y])
         goal = np.asarray(policy_obs["desired_goal"], np.float64)
         seen = o[8] > 0.5
         box = np.array([o[6], o[7]], np.float64)
-        heading = np.array([math.cos(pose[2]), math.sin(pose[2])])
-        contact = self.front + 0.03  # box centre when it touches the chassis front
-        if self.state != "push":
-            self.box = box
-        if np.linalg.norm(box - goal) < 0.025 and self.state != "push":
+        if np.linalg.norm(box - goal) < 0.025:
             return np.zeros(2, np.float32)
-        if self.state == "approach":
-            u = goal - self.box
-            u /= max(float(np.linalg.norm(u)), 1e-6)
-            self.goal_dir = u
-            stand = self.box - self.BEHIND * u
-            target = self._detour(pos, stand)
-            action, dist, _ = self.drive_to(pose, target, slow_radius=0.2)
-            if target is stand and dist < 0.03:
-                self.state = "align"
-            else:
-                return action
-        if self.state == "align":
-            err = _wrap(math.atan2(*(self.box - pos)[::-1]) - pose[2])
-            if abs(err) < 0.06:
-                self.state = "push"
-            else:
-                return self.wheels(0.0, float(np.clip(0.9 * err, -0.4, 0.4)))
-        if self.state == "push":
-            # Steer so the point ahead (where the box rides) tracks the line to the goal.
-            nose = pos + contact * heading
-            to_goal = goal - nose
-            remaining = float(to_goal @ heading)
-            if remaining < 0.005 or np.linalg.norm(to_goal) < 0.01:
-                self.state = "backoff"
-                self.mark = pos.copy()
-                self.pushes += 1
-            else:
-                err = _wrap(math.atan2(to_goal[1], to_goal[0]) - pose[2])
-                v = 0.65 * min(1.0, max(remaining / 0.15, 0.3))
-                return self.wheels(v, float(np.clip(0.6 * err, -0.2, 0.2)))
-        # backoff: reverse until the box is seen again at a safe distance
-        if np.linalg.norm(pos - self.mark) < self.BACKOFF and not (
-            seen and np.linalg.norm(pos - self.mark) > 0.06
-        ):
-            return self.wheels(-0.5, 0.0)
-        self.state = "approach"
-        return np.zeros(2, np.float32)
+        heading = np.array([math.cos(th), math.sin(th)])
+        left = np.array([-heading[1], heading[0]])
+        contact = self.front + 0.03  # box centre when it touches the chassis front
+        u = goal - box
+        u /= max(float(np.linalg.norm(u)), 1e-6)
+        n = np.array([-u[1], u[0]])
+        along, lateral = float((pos - box) @ u), float((pos - box) @ n)
+        fx, fy = float((box - pos) @ heading), float((box - pos) @ left)  # box in rover frame
+        nose = pos + contact * heading
+        to_goal = goal - nose
+        remaining = float(to_goal @ heading)
+        goal_err = _wrap(math.atan2(to_goal[1], to_goal[0]) - th)
+        line_err = _wrap(th - math.atan2(u[1], u[0]))
 
-    def _detour(self, pos: np.ndarray, stand: np.ndarray) -> np.ndarray:
+        # The box cannot be inside the rover: an estimate at or behind the chassis front, on the
+        # line the rover is pushing along, is stale and the box rides ahead of the rover.
+        past_box = (
+            fx < contact + 0.01
+            and fx > -float(np.linalg.norm(goal - box)) - 0.1
+            and abs(lateral) < 2 * self.PUSH_LATERAL
+            and abs(line_err) < 1.2
+        )
+        if past_box and not seen:
+            reversing = float(o[4] + o[5]) < -1.0  # rad/s, both wheels together
+            if remaining < 0.005 or (reversing and remaining < self.BACKOFF + 0.005):
+                return self.wheels(-0.5, 0.0)
+        if (
+            past_box
+            and abs(lateral) < self.PUSH_LATERAL
+            and abs(line_err) < 0.6
+            and remaining >= 0.005
+            and np.linalg.norm(to_goal) >= 0.01
+        ):
+            return self._push(remaining, goal_err)
+        lined_up = abs(lateral) < self.LATERAL and -self.BEHIND - 0.06 < along < -contact + 0.02
+        if lined_up:
+            if fx > 0 and abs(fy) < self.FACING:
+                return self._push(remaining, goal_err)
+            err = math.atan2(fy, fx)
+            return self.wheels(0.0, float(np.clip(0.9 * err, -0.4, 0.4)))
+        stand = box - self.BEHIND * u
+        target = self._detour(pos, stand, box, u)
+        action, _, _ = self.drive_to((x, y, th), target, slow_radius=0.2)
+        return action
+
+    def _push(self, remaining: float, goal_err: float) -> np.ndarray:
+        """Drive ahead, steering the point where the box rides onto the goal."""
+        v = 0.65 * min(1.0, max(remaining / 0.15, 0.3))
+        return self.wheels(v, float(np.clip(0.6 * goal_err, -0.2, 0.2)))
+
+    def _detour(
+        self, pos: np.ndarray, stand: np.ndarray, box: np.ndarray, u: np.ndarray
+    ) -> np.ndarray:
         """``stand`` itself, or a waypoint beside the box when the straight path passes it."""
         seg = stand - pos
         L = float(np.linalg.norm(seg))
         if L < 1e-6:
             return stand
-        t = float(np.clip((self.box - pos) @ seg / L**2, 0.0, 1.0))
-        if np.linalg.norm(pos + t * seg - self.box) > 0.17 or t >= 0.999:
+        t = float(np.clip((box - pos) @ seg / L**2, 0.0, 1.0))
+        if np.linalg.norm(pos + t * seg - box) > 0.17 or t >= 0.999:
             return stand
-        side = np.array([-self.goal_dir[1], self.goal_dir[0]])
-        if (pos - self.box) @ side < 0:
+        side = np.array([-u[1], u[0]])
+        if (pos - box) @ side < 0:
             side = -side
-        return self.box + self.DETOUR * side - 0.05 * self.goal_dir
+        return box + self.DETOUR * side - 0.05 * u
 
 
 class SeekExpert(Expert):

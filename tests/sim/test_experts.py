@@ -69,3 +69,25 @@ def test_blob_finds_colour() -> None:
     n, cx, _ = SeekExpert.blob(img, 1)
     assert n == 100 and cx == pytest.approx((45 / 64) * 2 - 1, abs=0.02)
     assert SeekExpert.blob(img, 0)[0] == 0
+
+
+def test_push_expert_is_memoryless(desc: RobotDescription) -> None:
+    """The push label depends on the current observation only (DAgger relabels visited states)."""
+    env = gym.make("sim2pi/RoverPush-v0")
+    expert = make_expert("push", desc, noise=0.3, seed=0)
+    seen: list[tuple[dict, np.ndarray]] = []
+    for ep in range(3):
+        obs, info = env.reset(seed=ep)
+        expert.reset()
+        done = False
+        while not done:
+            label = expert.act(obs, info)
+            seen.append(({k: v.copy() for k, v in obs.items()}, label))
+            obs, _, term, trunc, info = env.step(expert.noisy(label))
+            done = term or trunc
+    env.close()
+    fresh = make_expert("push", desc)
+    order = np.random.default_rng(0).permutation(len(seen))
+    for i in order:  # shuffled: a different history before every query
+        o, label = seen[i]
+        assert np.array_equal(fresh.act(o), label)
