@@ -15,19 +15,17 @@ episode is returned in ``final_obs`` / ``final_achieved_goal``.
 
 from __future__ import annotations
 
-import functools
 import logging
-import multiprocessing as mp
-import os
-import traceback
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 
 from hardware.errors import Sim2PiError
+from sim.vector import make_env_fn
+
+__all__ = ["GoalObs", "LocalEnvs", "ProcessEnvs", "StepResult", "make_env_batch", "make_env_fn"]
 
 log = logging.getLogger(__name__)
 
@@ -125,86 +123,40 @@ class LocalEnvs:
             env.close()
 
 
-def _worker(conn: Connection, env_fns: list[EnvFn]) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    envs: LocalEnvs | None = None
-    try:
-        envs = LocalEnvs(env_fns)
-        conn.send(("ok", (envs.observation_space, envs.action_space)))
-        while True:
-            cmd, data = conn.recv()
-            if cmd == "step":
-                envs.step_async(data)
-                conn.send(("ok", envs.step_wait()))
-            elif cmd == "reset":
-                conn.send(("ok", envs.reset(data)))
-            elif cmd == "close":
-                conn.send(("ok", None))
-                break
-    except (KeyboardInterrupt, EOFError):
-        pass
-    except Exception:
-        try:
-            conn.send(("error", traceback.format_exc()))
-        except Exception:
-            pass
-    finally:
-        if envs is not None:
-            envs.close()
-
-
 class ProcessEnvs:
-    """Goal envs split over ``num_workers`` processes, each stepping its share as one batch."""
+    """Goal envs split over ``num_workers`` processes, each stepping its share as one batch.
+
+    A thin adapter over :class:`sim.vector.BatchedVectorEnv` (the one multi-env worker mechanism,
+    shared-memory transport): it only flattens the goal observations into :class:`StepResult`.
+    """
 
     def __init__(self, env_fns: Sequence[EnvFn], num_workers: int = 1, context: str = "forkserver"):
-        n = len(env_fns)
-        self._reward_env: gym.Env | None = None
-        self._conns: list[Connection] = []
-        self._procs: list[Any] = []
-        workers = max(1, min(num_workers, n))
-        bounds = np.linspace(0, n, workers + 1).round().astype(int)
-        self._slices = [(int(bounds[i]), int(bounds[i + 1])) for i in range(workers)]
-        ctx: Any = mp.get_context(context)
-        for lo, hi in self._slices:
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, list(env_fns[lo:hi])), daemon=True)
-            p.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(p)
-        spaces = [self._recv(c) for c in self._conns]
-        self.observation_space, self.action_space = spaces[0]
-        self.num_envs = n
-        self._fn0 = env_fns[0]
+        from sim.vector import BatchedVectorEnv
 
-    def _recv(self, conn: Connection) -> Any:
-        try:
-            status, payload = conn.recv()
-        except EOFError:
-            status, payload = "error", "the worker process exited"
-        if status != "ok":
-            self.close()
-            raise Sim2PiError(f"an env worker failed:\n{payload}")
-        return payload
+        self._venv = BatchedVectorEnv(env_fns, num_workers, context=context)
+        self.observation_space = self._venv.single_observation_space
+        self.action_space = self._venv.single_action_space
+        self.num_envs = self._venv.num_envs
+        self._fn0 = env_fns[0]
+        self._reward_env: gym.Env | None = None
 
     def reset(self, seed: int | None = None) -> GoalObs:
-        for c, (lo, _) in zip(self._conns, self._slices):
-            c.send(("reset", None if seed is None else seed + lo))
-        parts = [self._recv(c) for c in self._conns]
-        return GoalObs(*(np.concatenate(x) for x in zip(*parts)))
+        obs, _ = self._venv.reset(seed=seed)
+        return _goal_obs(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
-        actions = np.asarray(actions, np.float32)
-        for c, (lo, hi) in zip(self._conns, self._slices):
-            c.send(("step", actions[lo:hi]))
+        self._venv.step_async(np.asarray(actions, np.float32))
 
     def step_wait(self) -> StepResult:
-        parts: list[StepResult] = [self._recv(c) for c in self._conns]
-        if len(parts) == 1:
-            return parts[0]
-        obs = GoalObs(*(np.concatenate(x) for x in zip(*[p.obs for p in parts])))
-        rest = [np.concatenate(x) for x in zip(*[p[1:] for p in parts])]
-        return StepResult(obs, *rest)
+        obs, rew, term, trunc, info = self._venv.step_wait()
+        o3 = _goal_obs(obs)
+        succ = np.zeros(self.num_envs, bool)
+        if "is_success" in info:
+            succ = info["_is_success"] & (info["is_success"] != 0)
+        final_obs, final_ag = o3.observation.copy(), o3.achieved_goal.copy()
+        for i in np.flatnonzero(info.get("_final_obs", np.zeros(self.num_envs, bool))):
+            final_obs[i], final_ag[i], _ = _flat(info["final_obs"][i])
+        return StepResult(o3, rew.astype(np.float32), term, trunc, succ, final_obs, final_ag)
 
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
         # One env in this process only for its (pure, vectorized) reward function.
@@ -214,34 +166,23 @@ class ProcessEnvs:
         return goal_env.compute_reward(achieved, desired, info)
 
     def close(self) -> None:
-        for c in self._conns:
-            try:
-                c.send(("close", None))
-                c.recv()
-            except (BrokenPipeError, EOFError, OSError):
-                pass
-        for p in self._procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-        self._conns, self._procs = [], []
+        self._venv.close()
         if self._reward_env is not None:
             self._reward_env.close()
             self._reward_env = None
 
 
+def _goal_obs(obs: dict[str, np.ndarray]) -> GoalObs:
+    n = len(obs["observation"])
+    return GoalObs(
+        *(
+            np.asarray(obs[k], np.float32).reshape(n, -1)
+            for k in ("observation", "achieved_goal", "desired_goal")
+        )
+    )
+
+
 GoalEnvBatch = LocalEnvs | ProcessEnvs
-
-
-def make_env_fn(env_id: str, **kwargs: Any) -> EnvFn:
-    """A picklable factory for a registered env (imports ``sim`` so the sim2pi ids exist)."""
-    return functools.partial(_make, env_id, kwargs)
-
-
-def _make(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
-    if env_id.startswith("sim2pi/"):
-        import sim  # noqa: F401  (registers the sim2pi envs in this process)
-    return gym.make(env_id, **kwargs)
 
 
 def make_env_batch(env_fns: Sequence[EnvFn], num_workers: int) -> GoalEnvBatch:

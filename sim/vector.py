@@ -96,6 +96,8 @@ def _layout(
             )
         lay["obs/" + k] = ((n, *sp.shape), str(sp.dtype))
         lay["final/" + k] = ((n, *sp.shape), str(sp.dtype))
+    if not isinstance(act_space, gym.spaces.Box):
+        raise Sim2PiError(f"BatchedVectorEnv supports Box actions; got {act_space}")
     lay["act"] = ((n, *act_space.shape), str(act_space.dtype))
     lay["rew"] = ((n,), "float64")
     lay["term"] = ((n,), "bool")
@@ -254,10 +256,7 @@ class BatchedVectorEnv(VectorEnv):
         cls, env_id: str, num_envs: int, num_workers: int | None = None, **kwargs: Any
     ) -> BatchedVectorEnv:
         """Make ``num_envs`` copies of a registered env (``kwargs`` go to ``gym.make``)."""
-        import sim  # noqa: F401  (registers the sim2pi envs in this process)
-
-        fn = functools.partial(_make, env_id, kwargs)
-        return cls([fn] * num_envs, num_workers)
+        return cls([make_env_fn(env_id, **kwargs)] * num_envs, num_workers)
 
     def _recv(self, conn: Connection) -> Any:
         try:
@@ -285,11 +284,21 @@ class BatchedVectorEnv(VectorEnv):
         return self._read("obs"), self._infos(final=False)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: Any) -> None:
+        """Send the actions; the workers simulate while the caller does other work (a learner's
+        gradient steps), then :meth:`step_wait` collects the result."""
         assert self._shared is not None
         a = self._shared.arrays
         a["act"][...] = np.asarray(actions).reshape(a["act"].shape)
         for conn in self._conns:
             conn.send(("step", None))
+
+    def step_wait(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        assert self._shared is not None
+        a = self._shared.arrays
         for conn in self._conns:
             self._recv(conn)
         return (
@@ -351,9 +360,15 @@ class BatchedVectorEnv(VectorEnv):
 
 
 def _make(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
-    import sim  # noqa: F401  (registers the sim2pi envs in the worker)
+    if env_id.startswith("sim2pi/"):
+        import sim  # noqa: F401  (registers the sim2pi envs in the worker)
 
     return gym.make(env_id, **kwargs)
 
 
-__all__ = ["BatchedVectorEnv"]
+def make_env_fn(env_id: str, **kwargs: Any) -> EnvFn:
+    """A picklable factory for a registered env (imports ``sim`` so the sim2pi ids exist)."""
+    return functools.partial(_make, env_id, kwargs)
+
+
+__all__ = ["BatchedVectorEnv", "make_env_fn"]
