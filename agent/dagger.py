@@ -100,19 +100,7 @@ def train_dagger(
     # -- initial BC ------------------------------------------------------------------------------
     policy = build_policy(spec, cfg.policy_config(), store, cfg.seed)
     total = cfg.steps + cfg.rounds * cfg.steps_per_round
-    trainer = Trainer(
-        policy,
-        store,
-        cfg.relabel_config(),
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        grad_clip=cfg.grad_clip,
-        batch_size=cfg.batch_size,
-        total_steps=total,
-        seed=cfg.seed,
-        skip_reached=cfg.skip_reached,
-        image_shift=cfg.image_shift,
-    )
+    trainer = Trainer.from_config(policy, store, cfg, total_steps=total)
     logger = RunLogger(run)
     history: list[dict[str, Any]] = []
     dataset = "; ".join(sources)

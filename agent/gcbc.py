@@ -86,6 +86,25 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.step = 0
 
+    @classmethod
+    def from_config(
+        cls, policy: Policy, store: EpisodeStore, cfg: GCBCConfig, *, total_steps: int
+    ) -> Trainer:
+        """The trainer a :class:`GCBCConfig` (or a DAgger config, which extends it) describes."""
+        return cls(
+            policy,
+            store,
+            cfg.relabel_config(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
+            batch_size=cfg.batch_size,
+            total_steps=total_steps,
+            seed=cfg.seed,
+            skip_reached=cfg.skip_reached,
+            image_shift=cfg.image_shift,
+        )
+
     def lr_at(self, step: int) -> float:
         """Cosine decay from ``lr`` to 10 % of it over ``total_steps``."""
         frac = min(1.0, step / self.total_steps)
@@ -273,19 +292,7 @@ def train(
     pcfg = cfg.policy_config()
     if policy is None:
         policy = build_policy(spec, pcfg, store, cfg.seed)
-    trainer = Trainer(
-        policy,
-        store,
-        cfg.relabel_config(),
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        grad_clip=cfg.grad_clip,
-        batch_size=cfg.batch_size,
-        total_steps=cfg.steps,
-        seed=cfg.seed,
-        skip_reached=cfg.skip_reached,
-        image_shift=cfg.image_shift,
-    )
+    trainer = Trainer.from_config(policy, store, cfg, total_steps=cfg.steps)
     if cfg.resume and (run / "checkpoint.json").exists():
         meta = read_meta(run)
         if meta.algo != algo:
