@@ -37,6 +37,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from agent.policies import Policy, PolicyConfig
+from deploy.fileio import atomic_write_json, jsonable
 from hardware.errors import Sim2PiError
 from hardware.spec import Spec
 
@@ -137,15 +138,6 @@ def git_commit() -> str | None:
         return None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     run: str | Path,
     policy: Policy,
@@ -173,11 +165,11 @@ def save_checkpoint(
         spec=policy.spec,
         robot_hash=policy.spec.robot_hash,
         stats=stats,
-        train=_jsonable(train_config or {}),
+        train=jsonable(train_config or {}),
         dataset=dataset,
         commit=git_commit(),
         seed=seed,
-        eval=_jsonable(eval_results or {}),
+        eval=jsonable(eval_results or {}),
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
     state = {k: v.detach().contiguous().clone() for k, v in policy.state_dict().items()}
@@ -188,7 +180,7 @@ def save_checkpoint(
         tmp = run / (RESUME + ".tmp")
         torch.save(trainer_state, tmp)
         os.replace(tmp, run / RESUME)
-    _atomic_write_text(run / META, json.dumps(meta.to_dict(), indent=2))
+    atomic_write_json(run / META, meta.to_dict())
     log.debug("saved checkpoint step %d to %s", step, run)
     return run
 
@@ -238,20 +230,5 @@ def update_eval(run: str | Path, results: dict[str, Any]) -> None:
     """Merge evaluation figures into ``checkpoint.json`` (export copies them into the bundle)."""
     run = Path(run)
     d = json.loads((run / META).read_text())
-    d.setdefault("eval", {}).update(_jsonable(results))
-    _atomic_write_text(run / META, json.dumps(d, indent=2))
-
-
-def _jsonable(x: Any) -> Any:
-    """Make a config/results dict JSON-serializable (tuples → lists, Paths → str, numpy → py)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 1) == 0:
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return x
+    d.setdefault("eval", {}).update(jsonable(results))
+    atomic_write_json(run / META, d)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.fileio import atomic_write_json
 from hardware.description import RobotDescription
 from hardware.errors import BundleError, SpecMismatch
 from hardware.spec import Spec
@@ -230,24 +229,5 @@ def write_bundle_json(
     d.mkdir(parents=True, exist_ok=True)
     meta = bundle_meta(spec, history, control_rate=control_rate, policy=policy, training=training)
     Bundle.from_meta(d, meta)
-    text = json.dumps(meta, indent=2, sort_keys=False, default=_json_default)
-    fd, tmp = tempfile.mkstemp(prefix=".bundle-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, d / META_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(d / META_FILE, meta)
     return d / META_FILE
-
-
-def _json_default(o: Any) -> Any:
-    """Serialize numpy scalars / arrays and paths that end up in training metadata."""
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")

@@ -64,6 +64,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deploy.fileio import atomic_write_json as _write_json
+from deploy.fileio import fsync_dir, fsync_file
 from deploy.video import (
     QUANTILE_KEYS,
     QUANTILES,
@@ -72,7 +74,6 @@ from deploy.video import (
     VideoEncoder,
     concat_videos,
     decode_frames,
-    fsync_file,
     probe_video,
     video_info,
 )
@@ -156,14 +157,6 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(path.name + TMP_SUFFIX)
 
 
-def fsync_dir(path: str | Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def commit_file(tmp: Path, final: Path) -> None:
     """fsync ``tmp``, rename it to ``final`` and fsync the folder."""
     fsync_file(tmp)
@@ -171,20 +164,9 @@ def commit_file(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write, fsync, ``os.replace``, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=4, ensure_ascii=False) + "\n").encode())
+    """Crash-safe JSON, indented like LeRobot's own meta files."""
+    _write_json(path, obj, indent=4)
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:

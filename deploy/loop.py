@@ -57,6 +57,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from deploy.fileio import jsonable
 from deploy.safety import SafetyLayer, SafetyResult, Watchdog
 from deploy.teleop import Command, CommandSource
 from deploy.timing import LoopTimes
@@ -168,7 +169,7 @@ class EpisodeResult:
             "reward_sum": self.reward_sum,
             "interrupted": self.interrupted,
             "end": self.end,
-            "info": _jsonable(self.info),
+            "info": jsonable(self.info),
         }
 
 
@@ -819,16 +820,3 @@ def _as_action(a: Any) -> np.ndarray:
             return np.asarray(a, dtype=np.float32).reshape(2)
     except (TypeError, ValueError):
         return np.full(2, np.nan, np.float32)
-
-
-def _jsonable(x: Any) -> Any:
-    """numpy → plain Python, recursively."""
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x

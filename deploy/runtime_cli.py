@@ -7,11 +7,8 @@ Heavy packages (onnxruntime, gpiozero, pybullet) are imported inside the command
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +19,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from deploy.fileio import atomic_write_json
 from hardware.description import RobotDescription
 from hardware.errors import DeviceError, Sim2PiError
 from hardware.robot import Robot
@@ -174,24 +172,9 @@ def _motor_duty(robot: Robot) -> list[float] | None:
 
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically (readers never see half a file)."""
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".run-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=_json_default)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    """Write the run report atomically (readers never see half a file)."""
+    if path is not None:
+        atomic_write_json(path, data, default=str)
 
 
 class _NoMotion(Robot):

@@ -14,7 +14,6 @@ pressure) instead of dropping a frame, because the dataset promises an exact fra
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.fileio import fsync_file
 from hardware.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -277,15 +277,6 @@ class VideoEncoder:
             self._queue.put(_STOP)
             self._thread.join()
         self.path.unlink(missing_ok=True)
-
-
-def fsync_file(path: str | Path) -> None:
-    """fsync a file's contents."""
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
