@@ -151,11 +151,10 @@ def _ticks_pass(rig: Rig, n: int) -> None:
 
 def test_page_shows_live_view_and_telemetry(rig: Rig, page: Any) -> None:
     # A JPEG of the configured size arrives over the websocket and is shown.
-    wait_for(
-        lambda: page.evaluate("document.getElementById('view').naturalWidth") == 320,
-        what="a 320x240 frame",
-    )
-    assert page.evaluate("document.getElementById('view').naturalHeight") == 240
+    # Both sizes are read in one evaluation: each new frame swaps the image's src, and a frame
+    # still decoding reports 0x0, so two separate reads can straddle a swap.
+    size_js = "(() => { const v = document.getElementById('view'); return [v.naturalWidth, v.naturalHeight]; })()"
+    wait_for(lambda: page.evaluate(size_js) == [320, 240], what="a 320x240 frame")
     wait_for(lambda: "Hz" in page.inner_text("#t-loop"), what="loop rate telemetry")
     assert "teleop" in page.inner_text("#mode-pill")
     # Phone-ready: a viewport meta tag and big touch targets.
