@@ -47,7 +47,15 @@ from torch import Tensor, nn
 from agent.her_buffer import EpisodeReplay, EpisodeStager, HerBatch
 from agent.her_config import HerConfig
 from agent.her_envs import EnvFn, GoalObs, LocalEnvs, make_env_batch, make_env_fn
-from agent.policies import GOAL_DELTA, Policy, PolicyConfig, TanhGaussianHead
+from agent.policies import (
+    EGO_PREFIX,
+    GOAL_DELTA,
+    Policy,
+    PolicyConfig,
+    TanhGaussianHead,
+    _pose_index,
+    input_dims,
+)
 from hardware.errors import Sim2PiError
 from hardware.spec import Spec
 
@@ -66,14 +74,22 @@ log = logging.getLogger(__name__)
 # Networks
 
 
-def make_actor(spec: Spec, hidden: Sequence[int]) -> Policy:
+def make_actor(spec: Spec, hidden: Sequence[int], egocentric: bool = True) -> Policy:
     """The SAC actor: a ``tanh_gaussian`` :class:`~agent.policies.Policy` (history 1)."""
     return Policy(
         spec,
         PolicyConfig(
-            arch="mlp", head="tanh_gaussian", history=1, hidden=tuple(hidden), goal_delta=True
+            arch="mlp",
+            head="tanh_gaussian",
+            history=1,
+            hidden=tuple(hidden),
+            goal_delta=True,
+            egocentric=egocentric,
         ),
     )
+
+
+EGO_KEYS = (EGO_PREFIX + "desired_goal", EGO_PREFIX + "achieved_goal")
 
 
 class EnsembleCritic(nn.Module):
@@ -162,15 +178,18 @@ class SacHer:
         self.obs_dim = spec.observation["observation"].dim
         self.goal_dim = spec.observation["desired_goal"].dim
         self.act_dim = spec.action.dim
-        self.actor = make_actor(spec, cfg.hidden)
+        self.actor = make_actor(spec, cfg.hidden, cfg.egocentric)
         self.layout = list(self.actor.stat_keys)  # input order of the actor's features
         expected = ["observation", "achieved_goal", "desired_goal", GOAL_DELTA]
-        if self.layout != expected:
+        if self.layout[:4] != expected or not set(self.layout[4:]) <= set(EGO_KEYS):
             raise Sim2PiError(f"unexpected policy inputs {self.layout}; SAC+HER expects {expected}")
+        self.ego = _pose_index(spec) if len(self.layout) > 4 else None
         head = self.actor.head
         assert isinstance(head, TanhGaussianHead)
         self.head: TanhGaussianHead = head
-        self.in_dim = self.obs_dim + 3 * self.goal_dim  # obs, ag, goal, goal - ag
+        dims = input_dims(spec, self.actor.config)
+        self.cuts = np.cumsum([0] + [dims[k] for k in self.layout])
+        self.in_dim = int(self.cuts[-1])  # obs, ag, goal, goal - ag[, goal and ag in robot frame]
         self.critic = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
         self.critic_target = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
         self.critic_target.load_state_dict(self.critic.state_dict())
@@ -199,15 +218,24 @@ class SacHer:
     # -- inputs ---------------------------------------------------------------------------------
 
     def features(self, obs: np.ndarray, ag: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """The flat (unnormalized) input [obs, ag, goal, goal - ag] in the actor's order."""
-        return np.concatenate([obs, ag, goal, goal - ag], axis=-1).astype(np.float32, copy=False)
+        """The flat (unnormalized) input in the actor's order: [obs, ag, goal, goal - ag] and, with
+        ``egocentric``, the goal and the achieved goal in the robot frame (as
+        :func:`agent.policies.vector_inputs` computes them for the exported policy)."""
+        parts = [obs, ag, goal, goal - ag]
+        if self.ego is not None:
+            ix, iy, ic, is_ = self.ego
+            x, y = obs[..., ix : ix + 1], obs[..., iy : iy + 1]
+            c, s = obs[..., ic : ic + 1], obs[..., is_ : is_ + 1]
+            for p in (goal, ag):  # the order of input_dims: ego desired_goal, ego achieved_goal
+                dx, dy = p[..., 0:1] - x, p[..., 1:2] - y
+                parts += [c * dx + s * dy, c * dy - s * dx]
+        return np.concatenate(parts, axis=-1).astype(np.float32, copy=False)
 
     def refresh_stats(self) -> None:
         """Install the running statistics in the actor (exported with it) and the flat tensors."""
         mean = self.stats.mean.astype(np.float32)
         std = self.stats.std().astype(np.float32)
-        od, gd = self.obs_dim, self.goal_dim
-        cuts = np.cumsum([0, od, gd, gd, gd])
+        cuts = self.cuts
         self.actor.set_stats(
             {
                 k: (mean[cuts[i] : cuts[i + 1]], std[cuts[i] : cuts[i + 1]])

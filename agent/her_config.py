@@ -45,6 +45,11 @@ class HerConfig:
     learning_starts: int = _f(2000, "env steps of uniform random actions before learning")
     buffer_size: int = _f(1_000_000, "replay capacity in transitions")
     hidden: tuple[int, ...] = _f((128, 128), "widths of the actor's and critics' hidden layers")
+    egocentric: bool = _f(
+        True,
+        "also feed the goal and the achieved goal in the robot frame (tasks with an odometry "
+        "pose); the same input GC-BC uses",
+    )
     # hindsight
     strategy: str = _f(
         "future", "HER goal strategy: future | final | episode | geometric | none (agent.relabel)"
