@@ -272,7 +272,9 @@ def _sections(timing: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _truth(dep: dict[str, Any]) -> str:
     t = dep.get("true_success_rate")
-    return "" if t is None else f"<br><small>judged on the twin's ground-truth pose: {_pct(t)}</small>"
+    return (
+        "" if t is None else f"<br><small>judged on the twin's ground-truth pose: {_pct(t)}</small>"
+    )
 
 
 def _fmt_ms(v: Any) -> str:
