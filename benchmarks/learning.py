@@ -192,7 +192,7 @@ def seek(tmp: Path) -> None:
         tmp,
         "seek",
         relabel="none",
-        steps=4000,
+        steps=8000,
         batch_size=64,
         image_shift=4,
         history=2,
