@@ -94,6 +94,23 @@ class SceneObject:
         return float(self.size[0])
 
 
+def _quiet_client(mode: int) -> Any:
+    """A ``BulletClient`` connected without an options string: ``BulletClient`` passes
+    ``options=''``, and pybullet then prints ``argv[0]=`` on stdout for every env it builds."""
+    import os
+
+    import pybullet
+    from pybullet_utils import bullet_client
+
+    client = bullet_client.BulletClient.__new__(bullet_client.BulletClient)
+    client._shapes = {}
+    client._pid = os.getpid()
+    client._client = pybullet.connect(mode)
+    if client._client < 0:
+        raise RuntimeError("pybullet.connect failed")
+    return client
+
+
 def _yaw_of(quat: Any) -> float:
     x, y, z, w = quat
     return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
@@ -202,12 +219,11 @@ class SimRobot(Robot):
         if self._client is not None:
             return
         import pybullet
-        from pybullet_utils import bullet_client
 
         self._p = pybullet
         mode = pybullet.GUI if self.gui else pybullet.DIRECT
         try:
-            self._client = bullet_client.BulletClient(connection_mode=mode)
+            self._client = _quiet_client(mode)
         except Exception as e:  # pragma: no cover - depends on the display
             raise DeviceError(
                 f"cannot open PyBullet ({e}); use gui=False on a headless machine"
