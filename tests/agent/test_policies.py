@@ -161,6 +161,7 @@ def test_each_head_learns_to_reach_from_30_demos(reach_spec, reach_demos, tmp_pa
         out=str(tmp_path / head),
         head=head,
         steps=1000,
+        relabel="future",
         relabel_ratio=0.5,
         eval_episodes=0,
         progress=False,
