@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -97,8 +98,6 @@ class SceneObject:
 def _quiet_client(mode: int) -> Any:
     """A ``BulletClient`` connected without an options string: ``BulletClient`` passes
     ``options=''``, and pybullet then prints ``argv[0]=`` on stdout for every env it builds."""
-    import os
-
     import pybullet
     from pybullet_utils import bullet_client
 

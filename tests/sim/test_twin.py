@@ -173,3 +173,22 @@ def test_same_seed_same_physics(desc: RobotDescription) -> None:
             return np.array(out)
 
     assert np.array_equal(run(0), run(2))
+
+
+def test_building_twins_prints_nothing_on_stdout() -> None:
+    """pybullet writes ``argv[0]=`` to the C stdout when connected with an options string; a
+    training run builds many envs and the lines drowned its progress output."""
+    import subprocess
+    import sys
+
+    code = (
+        "from hardware.description import load_description\n"
+        "from sim.twin import SimRobot\n"
+        "for _ in range(3):\n"
+        "    with SimRobot(load_description('rover'), camera=False) as r:\n"
+        "        r.send_action([0.2, 0.2])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "argv" not in out, out
