@@ -262,6 +262,11 @@ def eval_command(
         f"[bold]{meta.spec.task}[/] {res['episodes']} {goals} episodes: success "
         f"[green]{res['success_rate']:.1%}[/] (95% CI {ci[0]:.1%}–{ci[1]:.1%})"
     )
+    if res.get("true_success_rate") is not None:
+        console.print(
+            f"  ground-truth success {res['true_success_rate']:.1%} (success above is judged on "
+            "the robot's own estimate, as on the Pi)"
+        )
     if res["mean_final_distance"] is not None:
         console.print(f"  mean final distance {res['mean_final_distance']:.3f} m")
     if res["mean_steps_to_success"] is not None:

@@ -52,11 +52,13 @@ def summarize(stats: list[EpisodeStats]) -> dict[str, Any]:
     to_succ = [s.steps_to_success for s in stats if s.steps_to_success is not None]
     finals = [s.final_distance for s in stats if np.isfinite(s.final_distance)]
     true_finals = [s.true_final_distance for s in stats if s.true_final_distance is not None]
+    true_ok = [s.true_success for s in stats if s.true_success is not None]
     return {
         "success_rate": k / n if n else 0.0,
         "successes": k,
         "episodes": n,
         "ci95": [lo, hi],
+        "true_success_rate": float(np.mean(true_ok)) if true_ok else None,
         "mean_final_distance": float(np.mean(finals)) if finals else None,
         "mean_true_final_distance": float(np.mean(true_finals)) if true_finals else None,
         "mean_steps_to_success": float(np.mean(to_succ)) if to_succ else None,

@@ -74,6 +74,9 @@ class EpisodeStats:
     trajectory: np.ndarray  # [T+1, 2] true (else odometry) x, y of the robot
     goal: np.ndarray | None  # [2] the desired goal (goal tasks)
     frames: list[np.ndarray] = field(default_factory=list)  # rendered frames if requested
+    # ground-truth success at the last step (the twin's info), if any: the push task's success is
+    # judged on the box *estimate* from the camera, which can be centimetres off the true box
+    true_success: bool | None = None
 
 
 def make_env(task: str, description: Any = "rover", *, render: bool = False, **kwargs: Any) -> Any:
@@ -177,6 +180,7 @@ def rollout(
         final = float(info.get("true_distance", np.nan))
         goal = None
     td = info.get("true_distance")
+    ts = info.get("true_success")
     stats = EpisodeStats(
         seed=seed,
         success=bool(success),
@@ -187,6 +191,7 @@ def rollout(
         trajectory=np.asarray(traj),
         goal=goal,
         frames=frames,
+        true_success=None if ts is None else bool(ts),
     )
     return ep, stats
 

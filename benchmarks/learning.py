@@ -42,7 +42,10 @@ rows: list[tuple[str, str, str, str]] = []
 
 def fmt(ev: dict) -> str:  # type: ignore[type-arg]
     lo, hi = ev["ci95"]
-    return f"{ev['success_rate']:.1%} [{lo:.0%}, {hi:.0%}]"
+    out = f"{ev['success_rate']:.1%} [{lo:.0%}, {hi:.0%}]"
+    if ev.get("true_success_rate") is not None:  # judged on the true pose / box, not the estimate
+        out += f", ground truth {ev['true_success_rate']:.1%}"
+    return out
 
 
 def spec_of(task: str):  # type: ignore[no-untyped-def]

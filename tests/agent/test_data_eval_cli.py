@@ -190,3 +190,17 @@ def test_random_shift_moves_whole_windows_consistently() -> None:
     assert len({tuple(c) for c in centres}) > 1  # different windows move differently
     assert all(np.all(np.abs(c - 7.5) <= 3) for c in centres)
     np.testing.assert_array_equal(random_shift(img, 0, rng), img)
+
+
+def test_summary_reports_ground_truth_success_next_to_the_estimate() -> None:
+    """Push success is judged on the camera's box estimate; the summary also gives the truth."""
+    from agent.evaluate import summarize
+    from agent.rollout import collect_episodes
+
+    _, stats = collect_episodes("push", 4, seed=5)
+    assert all(s.true_success is not None and s.true_final_distance is not None for s in stats)
+    for s in stats:  # the twin's truth: the true box within the task's 5 cm of the goal
+        assert s.true_success == (s.true_final_distance < 0.05)
+    res = summarize(stats)
+    assert res["true_success_rate"] == pytest.approx(np.mean([s.true_success for s in stats]))
+    assert res["success_rate"] == pytest.approx(np.mean([s.success for s in stats]))
