@@ -61,6 +61,7 @@ def summarize(stats: list[EpisodeStats]) -> dict[str, Any]:
         "true_success_rate": float(np.mean(true_ok)) if true_ok else None,
         "mean_final_distance": float(np.mean(finals)) if finals else None,
         "mean_true_final_distance": float(np.mean(true_finals)) if true_finals else None,
+        "median_true_final_distance": float(np.median(true_finals)) if true_finals else None,
         "mean_steps_to_success": float(np.mean(to_succ)) if to_succ else None,
         "median_steps_to_success": float(np.median(to_succ)) if to_succ else None,
         "mean_steps": float(np.mean([s.steps for s in stats])) if n else 0.0,

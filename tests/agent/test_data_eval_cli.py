@@ -204,3 +204,5 @@ def test_summary_reports_ground_truth_success_next_to_the_estimate() -> None:
     res = summarize(stats)
     assert res["true_success_rate"] == pytest.approx(np.mean([s.true_success for s in stats]))
     assert res["success_rate"] == pytest.approx(np.mean([s.success for s in stats]))
+    truth = [s.true_final_distance for s in stats]
+    assert res["median_true_final_distance"] == pytest.approx(np.median(truth))
