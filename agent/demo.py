@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -143,6 +144,8 @@ def learning_curve(run: Path, out_png: Path) -> Path | None:
     tb = run / "tb"
     if not tb.exists():
         return None
+    # The accumulator logs "No path found after <file>" at INFO at the end of every event file.
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
     acc = EventAccumulator(str(tb))
     acc.Reload()
     tags = acc.Tags().get("scalars", [])
