@@ -262,17 +262,16 @@ def eval_command(
         f"[bold]{meta.spec.task}[/] {res['episodes']} {goals} episodes: success "
         f"[green]{res['success_rate']:.1%}[/] (95% CI {ci[0]:.1%}–{ci[1]:.1%})"
     )
+    if res["mean_final_distance"] is not None:
+        console.print(f"  final distance to goal: mean {100 * res['mean_final_distance']:.1f} cm")
     if res.get("true_success_rate") is not None:
         # Success is judged on the robot's own estimate (odometry, the camera's box estimate), as
         # on the Pi. The episode ends when the estimate crosses the threshold, so an estimate a
         # few cm off turns many true finishes into near misses at the same threshold.
         console.print(
-            f"  ground truth (the twin's true pose/box, same threshold): "
-            f"{res['true_success_rate']:.1%}; median true final distance "
-            f"{100 * res['median_true_final_distance']:.1f} cm"
+            f"  twin's ground truth: success {res['true_success_rate']:.1%} at the same "
+            f"threshold, median final distance {100 * res['median_true_final_distance']:.1f} cm"
         )
-    if res["mean_final_distance"] is not None:
-        console.print(f"  mean final distance {res['mean_final_distance']:.3f} m")
     if res["mean_steps_to_success"] is not None:
         console.print(f"  mean steps to success {res['mean_steps_to_success']:.1f}")
     for k in ("video", "plot"):
