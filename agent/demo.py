@@ -240,7 +240,7 @@ td:first-child,th:first-child{{text-align:left}}img,video{{max-width:100%}}pre{{
 on this machine ({"quick" if plan.quick else "full"} mode).</p>
 <h2>Success</h2>
 <table><tr><th></th><th>episodes</th><th>success</th><th>95 % interval</th><th>mean final distance</th></tr>
-<tr><td>sim eval (gymnasium env, torch policy)</td><td>{ev.get("episodes", "n/a")}</td>
+<tr><td>sim eval (gymnasium env, torch policy){_truth(ev)}</td><td>{ev.get("episodes", "n/a")}</td>
 <td class="big">{_pct(ev.get("success_rate"))}</td><td>{_pct(ci[0])} – {_pct(ci[1])}</td>
 <td>{_fmt_m(ev.get("mean_final_distance"))}</td></tr>
 <tr><td>runtime on the twin (ONNX bundle, safety layer, control loop){_truth(dep)}</td><td>{n_dep}</td>

@@ -41,3 +41,6 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert dep["finished"] is True
     for figure in (f"{100 * ev['success_rate']:.0f} %", f"{100 * dep['success_rate']:.0f} %"):
         assert figure in page
+    # both rows also carry the twin's ground truth (success is judged on odometry)
+    assert ev["true_success_rate"] is not None and dep["true_success_rate"] is not None
+    assert page.count("judged on the twin's ground-truth pose") == 2
