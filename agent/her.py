@@ -53,8 +53,9 @@ from agent.policies import (
     Policy,
     PolicyConfig,
     TanhGaussianHead,
-    _pose_index,
     input_dims,
+    pose_index,
+    robot_frame,
 )
 from hardware.errors import Sim2PiError
 from hardware.spec import Spec
@@ -183,7 +184,7 @@ class SacHer:
         expected = ["observation", "achieved_goal", "desired_goal", GOAL_DELTA]
         if self.layout[:4] != expected or not set(self.layout[4:]) <= set(EGO_KEYS):
             raise Sim2PiError(f"unexpected policy inputs {self.layout}; SAC+HER expects {expected}")
-        self.ego = _pose_index(spec) if len(self.layout) > 4 else None
+        self.ego = pose_index(spec) if len(self.layout) > 4 else None
         head = self.actor.head
         assert isinstance(head, TanhGaussianHead)
         self.head: TanhGaussianHead = head
@@ -223,12 +224,8 @@ class SacHer:
         :func:`agent.policies.vector_inputs` computes them for the exported policy)."""
         parts = [obs, ag, goal, goal - ag]
         if self.ego is not None:
-            ix, iy, ic, is_ = self.ego
-            x, y = obs[..., ix : ix + 1], obs[..., iy : iy + 1]
-            c, s = obs[..., ic : ic + 1], obs[..., is_ : is_ + 1]
             for p in (goal, ag):  # the order of input_dims: ego desired_goal, ego achieved_goal
-                dx, dy = p[..., 0:1] - x, p[..., 1:2] - y
-                parts += [c * dx + s * dy, c * dy - s * dx]
+                parts += robot_frame(obs, p, self.ego)
         return np.concatenate(parts, axis=-1).astype(np.float32, copy=False)
 
     def refresh_stats(self) -> None:

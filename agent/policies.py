@@ -32,6 +32,7 @@ actions with log-probabilities; its actor then saves and exports like any other 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -394,12 +395,24 @@ class Policy(nn.Module):
         return out
 
 
-def _pose_index(spec: Spec) -> tuple[int, int, int, int] | None:
+def pose_index(spec: Spec) -> tuple[int, int, int, int] | None:
+    """Indices of x, y, cos, sin of the odometry pose in ``observation``, or None if absent."""
     feat = spec.observation.get("observation")
     if feat is None or feat.names is None or not set(POSE_NAMES) <= set(feat.names):
         return None
     ix, iy, ic, is_ = (feat.names.index(n) for n in POSE_NAMES)
     return ix, iy, ic, is_
+
+
+def robot_frame(obs: Any, point: Any, pose: tuple[int, int, int, int]) -> tuple[Any, Any]:
+    """``point`` [..., 2] in the frame of the pose held by ``obs`` [..., dim] (numpy arrays or
+    torch tensors alike): (ahead, left), each [..., 1]. The one transform behind the ``ego_``
+    inputs, for GC-BC's network and for SAC+HER's numpy features."""
+    ix, iy, ic, is_ = pose
+    x, y = obs[..., ix : ix + 1], obs[..., iy : iy + 1]
+    c, s = obs[..., ic : ic + 1], obs[..., is_ : is_ + 1]
+    dx, dy = point[..., 0:1] - x, point[..., 1:2] - y
+    return c * dx + s * dy, c * dy - s * dx
 
 
 def input_dims(spec: Spec, cfg: PolicyConfig) -> dict[str, int]:
@@ -410,7 +423,7 @@ def input_dims(spec: Spec, cfg: PolicyConfig) -> dict[str, int]:
         a, d = spec.goal_keys
         if cfg.goal_delta:
             dims[GOAL_DELTA] = spec.observation[d].dim
-        if cfg.egocentric and _pose_index(spec) is not None and spec.observation[d].dim == 2:
+        if cfg.egocentric and pose_index(spec) is not None and spec.observation[d].dim == 2:
             dims[EGO_PREFIX + d] = 2
             dims[EGO_PREFIX + a] = 2
     return dims
@@ -428,18 +441,11 @@ def vector_inputs(spec: Spec, cfg: PolicyConfig, obs: dict[str, Tensor]) -> dict
         if GOAL_DELTA in dims:
             out[GOAL_DELTA] = obs[d].float() - obs[a].float()
         if EGO_PREFIX + d in dims:
-            ix, iy, ic, is_ = _pose_index(spec)  # type: ignore[misc]
+            pose = pose_index(spec)
+            assert pose is not None  # input_dims adds ego_ inputs only with a pose
             o = obs["observation"].float()
-            x, y, c, s = (
-                o[..., ix : ix + 1],
-                o[..., iy : iy + 1],
-                o[..., ic : ic + 1],
-                o[..., is_ : is_ + 1],
-            )
             for k in (d, a):
-                p = obs[k].float()
-                dx, dy = p[..., 0:1] - x, p[..., 1:2] - y
-                out[EGO_PREFIX + k] = torch.cat([c * dx + s * dy, c * dy - s * dx], dim=-1)
+                out[EGO_PREFIX + k] = torch.cat(robot_frame(o, obs[k].float(), pose), dim=-1)
     return {k: out[k] for k in dims}
 
 
