@@ -272,3 +272,29 @@ def test_training_relabels_with_the_envs_compute_reward() -> None:
     assert res.updates > 0
     assert CountingPointReach.batch_calls and set(CountingPointReach.batch_calls) == {64}
     assert len(CountingPointReach.batch_calls) == res.updates // 2
+
+
+def test_egocentric_features_match_the_exported_policy_inputs(reach_spec) -> None:  # type: ignore[no-untyped-def]
+    """SAC+HER builds the robot-frame goal inputs in numpy; the saved actor builds them in torch
+    (agent.policies.vector_inputs). With a pose in the observation both must act the same."""
+    agent = SacHer(reach_spec, HerConfig(task="reach", hidden=(32, 32)))
+    assert agent.ego is not None and agent.in_dim == 6 + 3 * 2 + 2 * 2
+    rng = np.random.default_rng(3)
+    th = rng.uniform(-np.pi, np.pi, 32)
+    obs = np.c_[rng.uniform(-1, 1, (32, 2)), np.cos(th), np.sin(th), rng.normal(0, 5, (32, 2))]
+    o = GoalObs(
+        obs.astype(np.float32),
+        rng.uniform(-1, 1, (32, 2)).astype(np.float32),
+        rng.uniform(-1, 1, (32, 2)).astype(np.float32),
+    )
+    agent.stats.update(agent.features(o.observation, o.achieved_goal, o.desired_goal))
+    agent.refresh_stats()
+    ours = agent.act(o, deterministic=True)
+    theirs = agent.actor.act(
+        {
+            "observation": o.observation[:, None],
+            "achieved_goal": o.achieved_goal[:, None],
+            "desired_goal": o.desired_goal[:, None],
+        }
+    )
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
