@@ -273,8 +273,9 @@ def _sections(timing: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in timing.items() if isinstance(v, dict)}
 
 
-def _truth(dep: dict[str, Any]) -> str:
-    t = dep.get("true_success_rate")
+def _truth(res: dict[str, Any]) -> str:
+    """The twin's ground-truth success of an eval or deploy result, as a small second line."""
+    t = res.get("true_success_rate")
     return (
         "" if t is None else f"<br><small>judged on the twin's ground-truth pose: {_pct(t)}</small>"
     )
