@@ -46,7 +46,14 @@ from torch import Tensor, nn
 
 from agent.her_buffer import EpisodeReplay, EpisodeStager, HerBatch
 from agent.her_config import HerConfig
-from agent.her_envs import EnvFn, GoalObs, LocalEnvs, make_env_batch, make_env_fn
+from agent.her_envs import (
+    EnvFn,
+    GoalObs,
+    LocalEnvs,
+    WithStartStates,
+    make_env_batch,
+    make_env_fn,
+)
 from agent.policies import (
     EGO_PREFIX,
     GOAL_DELTA,
@@ -156,6 +163,12 @@ class Batch(NamedTuple):
     next_x: Tensor  # [B, in]
     not_done: Tensor  # [B]: 1 - terminated
     is_demo: Tensor  # [B] bool
+    priv: Tensor | None = None  # [B, 2 * goal_dim]: critic-only ground truth (normalized)
+    next_priv: Tensor | None = None
+
+
+def _cat(*parts: Tensor | None) -> Tensor:
+    return torch.cat([p for p in parts if p is not None], -1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,8 +204,13 @@ class SacHer:
         dims = input_dims(spec, self.actor.config)
         self.cuts = np.cumsum([0] + [dims[k] for k in self.layout])
         self.in_dim = int(self.cuts[-1])  # obs, ag, goal, goal - ag[, goal and ag in robot frame]
-        self.critic = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
-        self.critic_target = EnsembleCritic(self.in_dim + self.act_dim, cfg.hidden)
+        # Asymmetric actor-critic: the critics may also see the true achieved goal and the goal
+        # relative to it (the actor, which is exported, never does).
+        self.privileged = cfg.reward_on == "truth" and cfg.privileged_critic
+        self.priv_dim = 2 * self.goal_dim if self.privileged else 0
+        q_in = self.in_dim + self.priv_dim + self.act_dim
+        self.critic = EnsembleCritic(q_in, cfg.hidden)
+        self.critic_target = EnsembleCritic(q_in, cfg.hidden)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
@@ -245,6 +263,20 @@ class SacHer:
     def normalize(self, x: np.ndarray) -> Tensor:
         return (torch.from_numpy(x) - self.mean_t) / self.std_t
 
+    def privileged_features(self, true_ag: np.ndarray, goal: np.ndarray) -> Tensor | None:
+        """The critics' extra input ``[true ag, goal - true ag]``, normalized with the statistics
+        of the achieved goal and of ``goal - ag`` (what they are the ground truth of)."""
+        if not self.privileged:
+            return None
+        i_ag = self.layout.index("achieved_goal")
+        i_d = self.layout.index(GOAL_DELTA)
+        c = self.cuts
+        mean = torch.cat([self.mean_t[c[i_ag] : c[i_ag + 1]], self.mean_t[c[i_d] : c[i_d + 1]]])
+        std = torch.cat([self.std_t[c[i_ag] : c[i_ag + 1]], self.std_t[c[i_d] : c[i_d + 1]]])
+        p = torch.from_numpy(np.concatenate([true_ag, goal - true_ag], -1).astype(np.float32))
+        clip = self.cfg.norm_clip
+        return ((p - mean) / std).clamp_(-clip, clip)
+
     @torch.no_grad()
     def act(self, obs: GoalObs, deterministic: bool) -> np.ndarray:
         """Actions [N, A] for a batch of env observations (same maths as the exported policy)."""
@@ -276,6 +308,8 @@ class SacHer:
             next_x=self.normalize(nx).clamp_(-clip, clip),
             not_done=torch.from_numpy(1.0 - b.terminated),
             is_demo=is_demo,
+            priv=self.privileged_features(b.true_achieved_goal, b.desired_goal),
+            next_priv=self.privileged_features(b.next_true_achieved_goal, b.desired_goal),
         )
 
     # -- the update -----------------------------------------------------------------------------
@@ -287,14 +321,14 @@ class SacHer:
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             na, nlogp = head.sample(actor.trunk(batch.next_x))
-            nq = self.critic_target(torch.cat([batch.next_x, na], -1)).min(0).values
+            nq = self.critic_target(_cat(batch.next_x, batch.next_priv, na)).min(0).values
             target = batch.reward + cfg.gamma * batch.not_done * (nq - alpha * nlogp)
-        q = self.critic(torch.cat([batch.x, batch.action], -1))
+        q = self.critic(_cat(batch.x, batch.priv, batch.action))
         critic_loss = ((q - target) ** 2).mean(1).sum()
 
         feat = actor.trunk(batch.x)
         a_pi, logp = head.sample(feat)
-        q_pi = self.critic(torch.cat([batch.x, a_pi], -1), detach=True).min(0).values
+        q_pi = self.critic(_cat(batch.x, batch.priv, a_pi), detach=True).min(0).values
         actor_loss = (alpha * logp - q_pi).mean()
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         loss = critic_loss + actor_loss + alpha_loss
@@ -306,8 +340,9 @@ class SacHer:
             if cfg.q_filter:
                 with torch.no_grad():
                     xd = batch.x[d]
-                    q_demo = self.critic(torch.cat([xd, a_demo], -1)).min(0).values
-                    q_mean = self.critic(torch.cat([xd, mean_a.detach()], -1)).min(0).values
+                    pd = None if batch.priv is None else batch.priv[d]
+                    q_demo = self.critic(_cat(xd, pd, a_demo)).min(0).values
+                    q_mean = self.critic(_cat(xd, pd, mean_a.detach())).min(0).values
                     keep = (q_demo > q_mean).float()
             else:
                 keep = torch.ones(a_demo.shape[0])
@@ -408,6 +443,45 @@ def load_demo_replay(
     return replay
 
 
+def demo_start_states(demo: EpisodeReplay, spec: Spec) -> list[dict[str, Any]]:
+    """Scene states visited by the demonstrations, as ``reset(options={"start": ...})`` dicts.
+
+    Built from what the robot observed: the odometry pose, the goal and, for push, the box estimate
+    of steps where the box was seen in that frame (a stale estimate can lie under the robot).
+    """
+    pose = pose_index(spec)
+    feat = spec.observation["observation"]
+    if pose is None or feat.names is None:
+        return []
+    names = list(feat.names)
+    box = (
+        (names.index("box_x"), names.index("box_y"), names.index("box_seen"))
+        if {"box_x", "box_y", "box_seen"} <= set(names)
+        else None
+    )
+    ix, iy, ic, is_ = pose
+    limit = 0.85  # m: inside the walls (the backend refuses starts beyond 0.9)
+    states: list[dict[str, Any]] = []
+    for e in np.flatnonzero(demo.length):
+        for t in range(int(demo.length[e])):
+            o, g = demo.obs[e, t], demo.dg[e, t]
+            st: dict[str, Any] = {
+                "pose": (float(o[ix]), float(o[iy]), math.atan2(float(o[is_]), float(o[ic]))),
+                "goal": (float(g[0]), float(g[1])),
+            }
+            pts = [o[[ix, iy]]]
+            if box is not None:
+                bx, by, seen = (float(o[i]) for i in box)
+                if seen < 0.5 or math.hypot(bx - o[ix], by - o[iy]) < 0.1:
+                    continue
+                st["box"] = (bx, by)
+                pts.append(np.array([bx, by]))
+            if max(float(np.abs(p).max()) for p in pts) > limit:
+                continue
+            states.append(st)
+    return states
+
+
 def _num_episodes(ds: Any) -> int:
     for attr in ("num_episodes", "n_episodes", "total_episodes"):
         v = getattr(ds, attr, None)
@@ -421,12 +495,21 @@ def _num_episodes(ds: Any) -> int:
 
 
 def evaluate(
-    act: Callable[[GoalObs], np.ndarray], envs: LocalEnvs, episodes: int, seed: int
+    act: Callable[[GoalObs], np.ndarray],
+    envs: LocalEnvs,
+    episodes: int,
+    seed: int,
+    success_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Success rate, mean return and length of ``act`` (a batch of observations → actions) over
     ``episodes`` episodes, batched over ``envs``. The episode seeds depend only on ``seed``, so
-    two learners evaluated with the same seed see the same start states and goals."""
+    two learners evaluated with the same seed see the same start states and goals.
+
+    ``success_rate`` is the env's own verdict (on the achieved goal the robot observes); with
+    ``success_fn`` and an env that gives ground truth, ``true_success_rate`` judges the last
+    true achieved goal of each episode against its goal with it."""
     n = envs.num_envs
+    true_successes: list[float] = []
     successes: list[float] = []
     returns: list[float] = []
     lengths: list[int] = []
@@ -438,6 +521,7 @@ def evaluate(
         ret = np.zeros(n)
         length = np.zeros(n, int)
         succ = np.zeros(n, bool)
+        true_succ = np.zeros(n, bool)
         while active.any():
             envs.step_async(act(obs))
             r = envs.step_wait()
@@ -445,18 +529,25 @@ def evaluate(
             length += active
             done = r.terminated | r.truncated
             succ |= active & done & r.success
+            if success_fn is not None:
+                ok = np.asarray(success_fn(r.final_true_achieved_goal, obs.desired_goal), bool)
+                true_succ |= active & done & ok
             active &= ~done
             obs = r.obs
         take = min(n, episodes - len(successes))
         successes += succ[:take].astype(float).tolist()
+        true_successes += true_succ[:take].astype(float).tolist()
         returns += ret[:take].tolist()
         lengths += length[:take].tolist()
-    return {
+    out = {
         "success_rate": float(np.mean(successes)),
         "return": float(np.mean(returns)),
         "length": float(np.mean(lengths)),
         "episodes": float(len(successes)),
     }
+    if success_fn is not None:
+        out["true_success_rate"] = float(np.mean(true_successes))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -545,14 +636,15 @@ def train(
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     log.info("SAC+HER config: %s", cfg.to_dict())
 
-    envs = make_env_batch([env_fn] * cfg.envs, cfg.workers)
     eval_envs = LocalEnvs([env_fn] * cfg.eval_envs) if cfg.eval_episodes > 0 else None
+    reward_env = eval_envs or LocalEnvs([env_fn])
+    envs: Any = None
     tb = _Tb(out)
     try:
         agent = SacHer(spec, cfg)
         od, gd, ad = agent.obs_dim, agent.goal_dim, agent.act_dim
         # the env's own vectorized compute_reward, from an env living in this process
-        reward_fn = (eval_envs or envs).compute_reward
+        reward_fn = reward_env.compute_reward
         replay = EpisodeReplay(
             od,
             gd,
@@ -572,10 +664,26 @@ def train(
                 cfg.demos, cfg, max_steps, od, gd, ad, reward_fn, success_fn, spec=spec
             )
             _update_stats_from(agent, demo)
+        train_fn = env_fn
+        if demo is not None and cfg.demo_restarts > 0:
+            states = demo_start_states(demo, spec)
+            if not states:
+                raise Sim2PiError(
+                    f"--demo-restarts: no usable start states in {cfg.demos} (needs an odometry "
+                    "pose in the observation, and for push steps where the box was seen)"
+                )
+            log.info(
+                "restarting %.0f%% of episodes from %d demo states",
+                100 * cfg.demo_restarts,
+                len(states),
+            )
+            train_fn = WithStartStates(env_fn, states, cfg.demo_restarts)
+        envs = make_env_batch([train_fn] * cfg.envs, cfg.workers)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
+        truth = cfg.reward_on == "truth"
         obs = envs.reset(seed=cfg.seed)
-        stager.start(obs.observation, obs.achieved_goal)
+        stager.start(obs.observation, obs.achieved_goal, obs.truth if truth else None)
         agent.stats.update(agent.features(obs.observation, obs.achieved_goal, obs.desired_goal))
         agent.refresh_stats()
 
@@ -618,10 +726,12 @@ def train(
                 done,
                 r.final_obs,
                 r.final_achieved_goal,
+                r.obs.truth if truth else None,
+                r.final_true_achieved_goal if truth else None,
             ):
                 replay.add_episode(*ep)
                 if agent.updates < 20_000:  # statistics settle early; stop paying for them later
-                    o, a_g, d_g, _ = ep
+                    o, a_g, d_g, _, _ = ep
                     agent.stats.update(agent.features(o[:-1], a_g[:-1], d_g))
             if done.any():
                 recent_success += r.success[done].astype(float).tolist()
@@ -657,7 +767,9 @@ def train(
             if eval_envs is not None and env_steps >= next_eval:
                 next_eval += cfg.eval_every
                 t0 = time.perf_counter()
-                ev = evaluate(agent.deterministic, eval_envs, cfg.eval_episodes, cfg.seed + 7)
+                ev = evaluate(
+                    agent.deterministic, eval_envs, cfg.eval_episodes, cfg.seed + 7, success_fn
+                )
                 eval_time += time.perf_counter() - t0
                 train_time = time.perf_counter() - t_start - eval_time
                 row = {
@@ -668,14 +780,19 @@ def train(
                 }
                 history.append(row)
                 tb.log(
-                    {"charts/success_rate": ev["success_rate"], "charts/eval_return": ev["return"]},
+                    {
+                        "charts/success_rate": ev["success_rate"],
+                        "charts/true_success_rate": ev.get("true_success_rate", float("nan")),
+                        "charts/eval_return": ev["return"],
+                    },
                     env_steps,
                 )
                 log.info(
-                    "eval at %d steps (%.0f s): success %.2f, return %.1f",
+                    "eval at %d steps (%.0f s): success %.2f (ground truth %.2f), return %.1f",
                     env_steps,
                     train_time,
                     ev["success_rate"],
+                    ev.get("true_success_rate", float("nan")),
                     ev["return"],
                 )
                 if eval_callback is not None:
@@ -702,9 +819,9 @@ def train(
             save_run(out, agent, env_steps, final)
         return HerResult(agent, history, env_steps, agent.updates, train_time, time_to_target, out)
     finally:
-        envs.close()
-        if eval_envs is not None:
-            eval_envs.close()
+        if envs is not None:
+            envs.close()
+        reward_env.close()
         tb.close()
 
 
@@ -754,7 +871,14 @@ def _update_block(
         s = slice(i * per, (i + 1) * per)
         losses = agent.update(
             Batch(
-                full.x[s], full.action[s], full.reward[s], full.next_x[s], full.not_done[s], is_demo
+                full.x[s],
+                full.action[s],
+                full.reward[s],
+                full.next_x[s],
+                full.not_done[s],
+                is_demo,
+                None if full.priv is None else full.priv[s],
+                None if full.next_priv is None else full.next_priv[s],
             )
         )
     return losses

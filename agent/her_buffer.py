@@ -21,6 +21,11 @@ sample`, once per batch, with no Python loop over transitions:
   episode's last step is wrongly cut off. Time-limit truncation is never terminal: an episode's last
   stored observation is always bootstrapped from unless the goal is reached there.
 
+Ground truth: an episode may come with ``true_achieved_goal`` (the simulator's true value of what
+the achieved goal estimates, e.g. the true box where the achieved goal is the camera's estimate).
+Relabeled goals, rewards and ``terminated`` are then computed on it, while ``achieved_goal`` stays
+the policy's input. Without it, the achieved goal serves both roles.
+
 Demonstrations go in their own :class:`EpisodeReplay` (so they are never evicted by fresh data and
 can be sampled at a fixed share of each batch, after Nair et al. 2018).
 """
@@ -57,6 +62,8 @@ class HerBatch(NamedTuple):
     episode: np.ndarray  # [B] int64: episode slot (for tests and diagnostics)
     t: np.ndarray  # [B] int64: time step within the episode
     goal_t: np.ndarray  # [B] int64: index of the achieved goal used (-1 when not relabeled)
+    true_achieved_goal: np.ndarray  # [B, goal_dim]: ground truth of achieved_goal
+    next_true_achieved_goal: np.ndarray  # [B, goal_dim]: what the reward was computed on
 
 
 def reward_success(reward: np.ndarray) -> np.ndarray:
@@ -119,6 +126,7 @@ class EpisodeReplay:
         n, t1 = self.n_slots, self.max_steps + 1
         self.obs = np.zeros((n, t1, obs_dim), np.float32)
         self.ag = np.zeros((n, t1, goal_dim), np.float32)
+        self.tag = np.zeros((n, t1, goal_dim), np.float32)  # ground truth of ag (or ag itself)
         self.dg = np.zeros((n, self.max_steps, goal_dim), np.float32)
         self.action = np.zeros((n, self.max_steps, act_dim), np.float32)
         self.length = np.zeros(n, np.int64)  # 0 = empty slot
@@ -133,14 +141,18 @@ class EpisodeReplay:
         achieved_goal: np.ndarray,
         desired_goal: np.ndarray,
         action: np.ndarray,
+        true_achieved_goal: np.ndarray | None = None,
     ) -> int:
         """Store one finished episode of ``L`` transitions; returns its slot.
 
-        ``obs`` and ``achieved_goal`` have ``L + 1`` rows (the last is the final observation),
-        ``action`` has ``L`` rows and ``desired_goal`` ``L`` rows or a single goal.
+        ``obs``, ``achieved_goal`` and ``true_achieved_goal`` (default: ``achieved_goal``) have
+        ``L + 1`` rows (the last is the final observation), ``action`` has ``L`` rows and
+        ``desired_goal`` ``L`` rows or a single goal.
         """
         obs = np.asarray(obs, np.float32).reshape(-1, self.obs_dim)
         ag = np.asarray(achieved_goal, np.float32).reshape(-1, self.goal_dim)
+        tag = ag if true_achieved_goal is None else np.asarray(true_achieved_goal, np.float32)
+        tag = tag.reshape(-1, self.goal_dim)
         act = np.asarray(action, np.float32).reshape(-1, self.act_dim)
         length = act.shape[0]
         if length < 1:
@@ -149,11 +161,11 @@ class EpisodeReplay:
             raise Sim2PiError(
                 f"episode of {length} steps is longer than max_steps={self.max_steps}"
             )
-        if obs.shape[0] != length + 1 or ag.shape[0] != length + 1:
+        if not obs.shape[0] == ag.shape[0] == tag.shape[0] == length + 1:
             raise Sim2PiError(
                 f"an episode of {length} actions needs {length + 1} observations and "
-                f"achieved goals (the final one included); got {obs.shape[0]} and "
-                f"{ag.shape[0]}"
+                f"(true) achieved goals (the final one included); got {obs.shape[0]}, "
+                f"{ag.shape[0]} and {tag.shape[0]}"
             )
         dg = np.broadcast_to(
             np.asarray(desired_goal, np.float32).reshape(-1, self.goal_dim), (length, self.goal_dim)
@@ -161,6 +173,7 @@ class EpisodeReplay:
         slot = self._next
         self.obs[slot, : length + 1] = obs
         self.ag[slot, : length + 1] = ag
+        self.tag[slot, : length + 1] = tag
         self.dg[slot, :length] = dg
         self.action[slot, :length] = act
         self.length[slot] = length
@@ -210,12 +223,12 @@ class EpisodeReplay:
             )
         goal = self.dg[ep, t]
         if relabel.any():
-            goal[relabel] = self.ag[ep[relabel], goal_t[relabel]]
-        next_ag = self.ag[ep, t + 1]
-        reward = np.asarray(self.reward_fn(next_ag, goal, None), np.float32).reshape(batch_size)
+            goal[relabel] = self.tag[ep[relabel], goal_t[relabel]]
+        next_tag = self.tag[ep, t + 1]
+        reward = np.asarray(self.reward_fn(next_tag, goal, None), np.float32).reshape(batch_size)
         if self.terminate_on_success:
             success = (
-                self.success_fn(next_ag, goal)
+                self.success_fn(next_tag, goal)
                 if self.success_fn is not None
                 else reward_success(reward)
             )
@@ -229,12 +242,14 @@ class EpisodeReplay:
             action=self.action[ep, t],
             reward=reward,
             next_observation=self.obs[ep, t + 1],
-            next_achieved_goal=next_ag,
+            next_achieved_goal=self.ag[ep, t + 1],
             terminated=terminated,
             relabeled=relabel,
             episode=ep,
             t=t,
             goal_t=goal_t,
+            true_achieved_goal=self.tag[ep, t],
+            next_true_achieved_goal=next_tag,
         )
 
 
@@ -242,8 +257,8 @@ class EpisodeStager:
     """Collects the transitions of ``n_envs`` parallel episodes until each ends, vectorized.
 
     Call :meth:`start` with the first observations, then :meth:`step` after every vector-env step;
-    it returns the episodes that ended as ``(obs, achieved_goal, desired_goal, action)`` tuples ready
-    for :meth:`EpisodeReplay.add_episode`. ``final_*`` are the last observations of the envs that
+    it returns the episodes that ended as ``(obs, achieved_goal, desired_goal, action,
+    true_achieved_goal)`` tuples ready for :meth:`EpisodeReplay.add_episode`. ``final_*`` are the last observations of the envs that
     ended (before the autoreset replaced them with the next episode's first observation).
     """
 
@@ -252,16 +267,23 @@ class EpisodeStager:
         self.max_steps = max_steps
         self.obs = np.zeros((n_envs, max_steps + 1, obs_dim), np.float32)
         self.ag = np.zeros((n_envs, max_steps + 1, goal_dim), np.float32)
+        self.tag = np.zeros((n_envs, max_steps + 1, goal_dim), np.float32)
         self.dg = np.zeros((n_envs, max_steps, goal_dim), np.float32)
         self.action = np.zeros((n_envs, max_steps, act_dim), np.float32)
         self.t = np.zeros(n_envs, np.int64)
         self._rows = np.arange(n_envs)
 
-    def start(self, obs: np.ndarray, achieved_goal: np.ndarray) -> None:
+    def start(
+        self,
+        obs: np.ndarray,
+        achieved_goal: np.ndarray,
+        true_achieved_goal: np.ndarray | None = None,
+    ) -> None:
         """Record the first observation of every env's episode."""
         self.t[:] = 0
         self.obs[:, 0] = obs
         self.ag[:, 0] = achieved_goal
+        self.tag[:, 0] = achieved_goal if true_achieved_goal is None else true_achieved_goal
 
     def step(
         self,
@@ -272,13 +294,20 @@ class EpisodeStager:
         done: np.ndarray,
         final_obs: np.ndarray,
         final_achieved_goal: np.ndarray,
+        next_true_achieved_goal: np.ndarray | None = None,
+        final_true_achieved_goal: np.ndarray | None = None,
     ) -> list[tuple[np.ndarray, ...]]:
         """Append one step for every env; returns the finished episodes.
 
         ``next_obs`` / ``next_achieved_goal`` are what the vector env returned (already the next
         episode's first observation where ``done``); ``final_*`` hold the true last observation in
-        the rows where ``done`` (other rows are ignored).
+        the rows where ``done`` (other rows are ignored). The ``*true_achieved_goal`` arrays
+        default to the achieved goals.
         """
+        if next_true_achieved_goal is None:
+            next_true_achieved_goal = next_achieved_goal
+        if final_true_achieved_goal is None:
+            final_true_achieved_goal = final_achieved_goal
         rows, t = self._rows, self.t
         if np.any(t >= self.max_steps):
             raise Sim2PiError(
@@ -291,6 +320,9 @@ class EpisodeStager:
         last_ag = np.where(done[:, None], final_achieved_goal, next_achieved_goal)
         self.obs[rows, t + 1] = last_obs
         self.ag[rows, t + 1] = last_ag
+        self.tag[rows, t + 1] = np.where(
+            done[:, None], final_true_achieved_goal, next_true_achieved_goal
+        )
         self.t += 1
         out: list[tuple[np.ndarray, ...]] = []
         for i in np.flatnonzero(done):
@@ -301,9 +333,11 @@ class EpisodeStager:
                     self.ag[i, : n + 1].copy(),
                     self.dg[i, :n].copy(),
                     self.action[i, :n].copy(),
+                    self.tag[i, : n + 1].copy(),
                 )
             )
             self.t[i] = 0
             self.obs[i, 0] = next_obs[i]
             self.ag[i, 0] = next_achieved_goal[i]
+            self.tag[i, 0] = next_true_achieved_goal[i]
         return out

@@ -59,6 +59,17 @@ class HerConfig:
         True,
         "the env ends episodes on success, so relabeled successes are terminal (no bootstrapping)",
     )
+    reward_on: str = _f(
+        "truth",
+        "what rewards and relabeled goals are computed on: truth (the simulator's true achieved "
+        "goal, e.g. the true box; the policy still reads only its sensors) | estimate (the "
+        "achieved goal the robot observes, as on the Pi; a noisy estimate can be gamed)",
+    )
+    privileged_critic: bool = _f(
+        True,
+        "with reward_on=truth, the critics also see the true achieved goal (asymmetric "
+        "actor-critic; the exported actor does not)",
+    )
     # demonstrations
     demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
     demo_fraction: float = _f(
@@ -67,6 +78,11 @@ class HerConfig:
     )
     bc_weight: float = _f(1.0, "weight of the Q-filtered behaviour-cloning loss on demos")
     q_filter: bool = _f(True, "clone a demo action only where Q(s, a_demo) > Q(s, pi(s))")
+    demo_restarts: float = _f(
+        0.0,
+        "share of training episodes started from a state a demo visited instead of a random "
+        "start (needs --demos; Nair et al. 2018); evaluation always starts at random",
+    )
     # evaluation and output
     eval_every: int = _f(10_000, "env steps between evaluations")
     eval_episodes: int = _f(50, "deterministic episodes per evaluation")
@@ -87,6 +103,12 @@ class HerConfig:
             raise Sim2PiError(f"batch_size must be >= 2, got {self.batch_size}")
         if self.demo_fraction < 0:
             raise Sim2PiError("demo_fraction must be >= 0")
+        if not 0.0 <= self.demo_restarts <= 1.0:
+            raise Sim2PiError(f"demo_restarts must be in [0, 1], got {self.demo_restarts}")
+        if self.demo_restarts > 0 and not self.demos:
+            raise Sim2PiError("--demo-restarts needs --demos DIR (the states to restart from)")
+        if self.reward_on not in ("truth", "estimate"):
+            raise Sim2PiError(f"reward_on must be 'truth' or 'estimate', got {self.reward_on!r}")
         if self.target_success is not None and not 0 < self.target_success <= 1:
             raise Sim2PiError("target_success must be in (0, 1]")
 

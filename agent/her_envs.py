@@ -8,9 +8,17 @@ traffic (~0.4 ms), so one process per env buys little on two cores. Here each wo
 runs its gradient steps while the worker simulates, then collects the result. On two cores that
 overlaps simulation with learning instead of alternating them.
 
-Observations are flattened to three float32 arrays per step (``observation``, ``achieved_goal``,
-``desired_goal``); episodes auto-reset in the same step, and the last observation of an ended
-episode is returned in ``final_obs`` / ``final_achieved_goal``.
+Observations are flattened to float32 arrays per step (``observation``, ``achieved_goal``,
+``desired_goal`` and ``true_achieved_goal``); episodes auto-reset in the same step, and the last
+observation of an ended episode is returned in ``final_obs`` / ``final_achieved_goal`` /
+``final_true_achieved_goal``.
+
+``true_achieved_goal`` is the simulator's ground truth of what the achieved goal estimates (the
+twin's ``info["true_achieved_goal"]``: the true box for push, where the achieved goal is the
+camera's noisy, sometimes stale estimate). The learner can be rewarded on it while the policy keeps
+reading only on-robot sensors (see :class:`agent.her_config.HerConfig` ``reward_on``). Envs without
+ground truth give their achieved goal again. Every env is wrapped in :class:`TrueGoal` to carry it
+through the observation dict, so it also survives the worker processes' autoreset.
 """
 
 from __future__ import annotations
@@ -25,11 +33,23 @@ import numpy as np
 from hardware.errors import Sim2PiError
 from sim.vector import make_env_fn
 
-__all__ = ["GoalObs", "LocalEnvs", "ProcessEnvs", "StepResult", "make_env_batch", "make_env_fn"]
+__all__ = [
+    "TRUE_AG",
+    "StartStates",
+    "GoalObs",
+    "LocalEnvs",
+    "ProcessEnvs",
+    "StepResult",
+    "TrueGoal",
+    "WithStartStates",
+    "make_env_batch",
+    "make_env_fn",
+]
 
 log = logging.getLogger(__name__)
 
 EnvFn = Callable[[], gym.Env]
+TRUE_AG = "true_achieved_goal"
 
 
 class GoalObs(NamedTuple):
@@ -38,6 +58,12 @@ class GoalObs(NamedTuple):
     observation: np.ndarray  # [N, obs_dim]
     achieved_goal: np.ndarray  # [N, goal_dim]
     desired_goal: np.ndarray  # [N, goal_dim]
+    true_achieved_goal: np.ndarray | None = None  # [N, goal_dim]; None: same as achieved_goal
+
+    @property
+    def truth(self) -> np.ndarray:
+        """``true_achieved_goal``, or ``achieved_goal`` where there is no ground truth."""
+        return self.achieved_goal if self.true_achieved_goal is None else self.true_achieved_goal
 
 
 class StepResult(NamedTuple):
@@ -50,13 +76,104 @@ class StepResult(NamedTuple):
     success: np.ndarray  # [N] bool: info["is_success"] of this step
     final_obs: np.ndarray  # [N, obs_dim]: last observation where done (else next obs)
     final_achieved_goal: np.ndarray  # [N, goal_dim]
+    final_true_achieved_goal: np.ndarray  # [N, goal_dim]
 
 
-def _flat(o: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class TrueGoal(gym.Wrapper):
+    """Adds ``info["true_achieved_goal"]`` (or a copy of the achieved goal when the env has no
+    ground truth) to a goal env's observation dict as ``"true_achieved_goal"``."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        space = env.observation_space
+        _check_goal_space(space)
+        assert isinstance(space, gym.spaces.Dict)
+        self.observation_space = gym.spaces.Dict(
+            {**space.spaces, TRUE_AG: space.spaces["achieved_goal"]}
+        )
+
+    @staticmethod
+    def _add(obs: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        truth = info.get(TRUE_AG)
+        ag = obs["achieved_goal"]
+        out = dict(obs)
+        out[TRUE_AG] = np.asarray(ag if truth is None else truth, np.float32).reshape(np.shape(ag))
+        return out
+
+    def reset(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return self._add(obs, info), info
+
+    def step(self, action: Any) -> tuple[dict[str, Any], Any, bool, bool, dict[str, Any]]:
+        obs, rew, term, trunc, info = self.env.step(action)
+        return self._add(obs, info), rew, term, trunc, info
+
+
+class _WithTrueGoal:
+    """Picklable env factory: ``env_fn()`` wrapped in :class:`TrueGoal`."""
+
+    def __init__(self, env_fn: EnvFn):
+        self.env_fn = env_fn
+
+    def __call__(self) -> gym.Env:
+        return TrueGoal(self.env_fn())
+
+
+class StartStates(gym.Wrapper):
+    """Starts a share of the episodes from given states instead of the env's random ones.
+
+    With probability ``prob`` a reset passes ``options={"start": states[i]}`` (a uniformly drawn
+    state, e.g. one visited by a demonstration: the "resets to demonstration states" of Nair et al.
+    2018) to an env that supports it (the rover envs; see ``sim.envs.RoverEnv.reset``). The other
+    resets are the env's own.
+    """
+
+    def __init__(self, env: gym.Env, states: Sequence[dict[str, Any]], prob: float):
+        super().__init__(env)
+        if not states:
+            raise Sim2PiError("StartStates needs at least one start state")
+        self.states = list(states)
+        self.prob = float(prob)
+        self._rng: np.random.Generator | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        if self._rng is None or kwargs.get("seed") is not None:
+            self._rng = np.random.default_rng(kwargs.get("seed"))
+        if kwargs.get("options") is None and self._rng.random() < self.prob:
+            i = int(self._rng.integers(len(self.states)))
+            kwargs["options"] = {"start": self.states[i]}
+        return self.env.reset(**kwargs)
+
+
+class WithStartStates:
+    """Picklable env factory: ``env_fn()`` wrapped in :class:`StartStates`."""
+
+    def __init__(self, env_fn: EnvFn, states: Sequence[dict[str, Any]], prob: float):
+        self.env_fn, self.states, self.prob = env_fn, list(states), prob
+
+    def __call__(self) -> gym.Env:
+        return StartStates(self.env_fn(), self.states, self.prob)
+
+
+def _check_goal_space(space: gym.Space) -> None:
+    if not isinstance(space, gym.spaces.Dict) or not {
+        "observation",
+        "achieved_goal",
+        "desired_goal",
+    } <= set(space.spaces):
+        raise Sim2PiError(
+            "HER needs a goal env: a Dict observation with 'observation', "
+            f"'achieved_goal' and 'desired_goal'; got {space}"
+        )
+
+
+def _flat(o: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ag = np.asarray(o["achieved_goal"], np.float32).ravel()
     return (
         np.asarray(o["observation"], np.float32).ravel(),
-        np.asarray(o["achieved_goal"], np.float32).ravel(),
+        ag,
         np.asarray(o["desired_goal"], np.float32).ravel(),
+        np.asarray(o[TRUE_AG], np.float32).ravel() if TRUE_AG in o else ag,
     )
 
 
@@ -64,18 +181,8 @@ class LocalEnvs:
     """``len(env_fns)`` goal envs stepped one after another in this process."""
 
     def __init__(self, env_fns: Sequence[EnvFn]):
-        self.envs = [fn() for fn in env_fns]
-        space = self.envs[0].observation_space
-        if not isinstance(space, gym.spaces.Dict) or not {
-            "observation",
-            "achieved_goal",
-            "desired_goal",
-        } <= set(space.spaces):
-            raise Sim2PiError(
-                "HER needs a goal env: a Dict observation with 'observation', "
-                f"'achieved_goal' and 'desired_goal'; got {space}"
-            )
-        self.observation_space = space
+        self.envs = [TrueGoal(fn()) for fn in env_fns]
+        self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
         self.num_envs = len(self.envs)
         self._actions: np.ndarray | None = None
@@ -112,7 +219,7 @@ class LocalEnvs:
         self._actions = None
         o3 = GoalObs(*(np.stack(c) for c in zip(*obs)))
         f3 = [np.stack(c) for c in zip(*fin)]
-        return StepResult(o3, rew, term, trunc, succ, f3[0], f3[1])
+        return StepResult(o3, rew, term, trunc, succ, f3[0], f3[1], f3[3])
 
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
         goal_env: Any = self.envs[0].unwrapped
@@ -133,7 +240,9 @@ class ProcessEnvs:
     def __init__(self, env_fns: Sequence[EnvFn], num_workers: int = 1, context: str = "forkserver"):
         from sim.vector import BatchedVectorEnv
 
-        self._venv = BatchedVectorEnv(env_fns, num_workers, context=context)
+        self._venv = BatchedVectorEnv(
+            [_WithTrueGoal(fn) for fn in env_fns], num_workers, context=context
+        )
         self.observation_space = self._venv.single_observation_space
         self.action_space = self._venv.single_action_space
         self.num_envs = self._venv.num_envs
@@ -154,9 +263,12 @@ class ProcessEnvs:
         if "is_success" in info:
             succ = info["_is_success"] & (info["is_success"] != 0)
         final_obs, final_ag = o3.observation.copy(), o3.achieved_goal.copy()
+        final_tag = o3.truth.copy()
         for i in np.flatnonzero(info.get("_final_obs", np.zeros(self.num_envs, bool))):
-            final_obs[i], final_ag[i], _ = _flat(info["final_obs"][i])
-        return StepResult(o3, rew.astype(np.float32), term, trunc, succ, final_obs, final_ag)
+            final_obs[i], final_ag[i], _, final_tag[i] = _flat(info["final_obs"][i])
+        return StepResult(
+            o3, rew.astype(np.float32), term, trunc, succ, final_obs, final_ag, final_tag
+        )
 
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
         # One env in this process only for its (pure, vectorized) reward function.
@@ -174,12 +286,8 @@ class ProcessEnvs:
 
 def _goal_obs(obs: dict[str, np.ndarray]) -> GoalObs:
     n = len(obs["observation"])
-    return GoalObs(
-        *(
-            np.asarray(obs[k], np.float32).reshape(n, -1)
-            for k in ("observation", "achieved_goal", "desired_goal")
-        )
-    )
+    keys = ("observation", "achieved_goal", "desired_goal", TRUE_AG)
+    return GoalObs(*(np.asarray(obs[k], np.float32).reshape(n, -1) for k in keys))
 
 
 GoalEnvBatch = LocalEnvs | ProcessEnvs

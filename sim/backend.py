@@ -20,13 +20,16 @@ goals are given in the arena frame):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from hardware.description import RobotDescription
+from hardware.errors import Sim2PiError
 from hardware.tasks import ARENA_HALF, SEEK_COLORS, TaskInfo, task_info
 from sim.randomization import DynamicsRandomization
 from sim.twin import SceneObject, SimRobot
@@ -105,8 +108,13 @@ class TwinBackend:
         self.nose_x = us.mount.x if us.enabled else (0.5 * g.body_length - g.axle_offset)
 
     # ------------------------------------------------------------------ scenes
-    def new_episode(self, seed: int | None = None) -> dict[str, Any]:
+    def new_episode(
+        self, seed: int | None = None, start: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Lay out a new scene and reset the robot; returns what the observer needs.
+
+        ``start`` overrides parts of the random scene (e.g. to restart from a state of a recorded
+        demonstration): ``pose`` (x, y, theta), ``goal`` (x, y) and, for push, ``box`` (x, y).
 
         Returns ``dict(goal=(x, y) | None, task_id=int | None, max_steps=int,
         box_guess=(x, y) | None)``; goals are in the odometry frame (= arena frame at the start).
@@ -118,12 +126,50 @@ class TwinBackend:
             pose, objects, ep = self._push(rng)
         else:
             pose, objects, ep = self._seek(rng)
+        if start:
+            pose, objects = self._override(start, pose, objects, ep)
         self.robot.reset_scene(pose, objects, seed=int(rng.integers(2**31 - 1)))
         ep["max_steps"] = self.info.max_steps
         ep["start_pose"] = tuple(float(v) for v in pose)
         self.episode = ep
         log.debug("new %s episode: %s", self.task, ep)
         return {k: ep.get(k) for k in ("goal", "task_id", "max_steps", "box_guess")}
+
+    def _override(
+        self,
+        start: Mapping[str, Any],
+        pose: Any,
+        objects: list[SceneObject],
+        ep: dict[str, Any],
+    ) -> tuple[Any, list[SceneObject]]:
+        allowed = {"pose", "goal"} | ({"box"} if self.task == "push" else set())
+        unknown = set(start) - allowed
+        if unknown:
+            raise Sim2PiError(
+                f"unknown start keys {sorted(unknown)} for task '{self.task}'; "
+                f"use {sorted(allowed)}"
+            )
+
+        def xy(key: str, n: int, half: float) -> tuple[float, ...]:
+            v = np.asarray(start[key], np.float64).ravel()
+            if v.shape != (n,) or not np.all(np.isfinite(v)) or np.any(np.abs(v[:2]) > half):
+                raise Sim2PiError(
+                    f"start['{key}'] must be {n} finite numbers with x, y inside "
+                    f"[-{half}, {half}] m; got {start[key]!r}"
+                )
+            return tuple(float(a) for a in v)
+
+        if "pose" in start:
+            pose = xy("pose", 3, ARENA_HALF - 0.1)
+        if "goal" in start:
+            if not self.info.goal_conditioned:
+                raise Sim2PiError(f"task '{self.task}' has no goal to set")
+            ep["goal"] = xy("goal", 2, ARENA_HALF - 0.05)
+        if "box" in start:
+            box = xy("box", 2, ARENA_HALF - 0.1)
+            objects = [dataclasses.replace(objects[0], position=(box[0], box[1]))]
+            ep["box_guess"] = box
+        return pose, objects
 
     @staticmethod
     def _pose(rng: np.random.Generator, half: float) -> tuple[float, float, float]:
@@ -208,7 +254,9 @@ class TwinBackend:
 
         Keys: ``true_pose`` (x, y, theta), ``true_distance`` (reach: robot to goal; push: box to
         goal; seek: nose to the target's surface), ``true_success``, ``is_success`` and per task
-        ``true_box`` (push) or ``target`` / ``heading_error`` (seek, rad).
+        ``true_box`` (push) or ``target`` / ``heading_error`` (seek, rad). Goal-conditioned tasks
+        also give ``true_achieved_goal``: the true value of what the achieved goal estimates (the
+        robot's true x, y for reach, the box's for push; for privileged training in sim).
 
         ``is_success`` of a goal-conditioned task is judged on ``achieved`` (the policy's achieved
         goal, e.g. the odometry position) when given, like the reward; otherwise on ground truth.
@@ -221,10 +269,12 @@ class TwinBackend:
         if self.task == "reach":
             d = math.hypot(pose[0] - goal[0], pose[1] - goal[1])
             ok = d < thr
+            out["true_achieved_goal"] = np.asarray(pose[:2], np.float32)
         elif self.task == "push":
             box = r.object_pose("box")
             out["true_box"] = box[:2].copy()
             out["box_z"] = float(box[2])
+            out["true_achieved_goal"] = np.asarray(box[:2], np.float32)
             d = math.hypot(box[0] - goal[0], box[1] - goal[1])
             ok = d < thr
         else:

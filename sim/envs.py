@@ -82,6 +82,9 @@ class RoverEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     task_name = ""
 
+    # reset(options={"start": {...}}) starts from a given state instead of a random one: "pose"
+    # (x, y, theta), "goal" (x, y) and for push "box" (x, y); see TwinBackend.new_episode.
+
     def __init__(
         self,
         description: str | Path | RobotDescription = "rover",
@@ -132,7 +135,7 @@ class RoverEnv(gym.Env):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         episode_seed = int(self.np_random.integers(2**31 - 1))
-        ep = self.backend.new_episode(seed=episode_seed)
+        ep = self.backend.new_episode(seed=episode_seed, start=(options or {}).get("start"))
         self.observer.reset(goal=ep["goal"], task_id=ep["task_id"], box_guess=ep["box_guess"])
         self._steps = 0
         obs = self.observer(self.robot.get_observation())
@@ -229,7 +232,7 @@ class RoverReachEnv(RoverEnv):
 
     ## Info
     ``is_success``, ``true_pose`` (ground-truth x, y, theta), ``true_distance`` (true position to
-    goal, m), ``true_success``, ``applied_action``, ``steps``.
+    goal, m), ``true_success``, ``true_achieved_goal`` (true x, y), ``applied_action``, ``steps``.
     """
 
     task_name = "reach"
@@ -273,7 +276,7 @@ class RoverPushEnv(RoverEnv):
 
     ## Info
     ``is_success``, ``true_pose``, ``true_box``, ``box_z``, ``true_distance`` (true box to goal),
-    ``true_success``, ``applied_action``, ``steps``.
+    ``true_success``, ``true_achieved_goal`` (= ``true_box``), ``applied_action``, ``steps``.
     """
 
     task_name = "push"

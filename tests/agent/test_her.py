@@ -182,6 +182,8 @@ def test_demos_with_q_filter_update_runs_and_reports_bc() -> None:
         torch.randn(n + d, agent.in_dim),
         torch.ones(n + d),
         is_demo,
+        torch.randn(n + d, agent.priv_dim),  # the critics' ground-truth input
+        torch.randn(n + d, agent.priv_dim),
     )
     before = [p.clone() for p in agent.actor.trunk.parameters()]
     out = agent.update(batch)

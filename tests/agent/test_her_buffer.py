@@ -177,7 +177,7 @@ def test_bad_input_is_refused_with_a_message() -> None:
 def test_stager_splits_autoreset_steps_into_whole_episodes() -> None:
     st = EpisodeStager(2, 1, 2, 2, max_steps=10)
     o0 = np.array([[0.0], [100.0]], np.float32)
-    st.start(o0, np.hstack([o0, o0]))
+    st.start(o0, np.hstack([o0, o0]), 10 * np.hstack([o0, o0]))  # ground truth: 10 x the estimate
     dg = np.zeros((2, 2), np.float32)
     finished = []
     for step in range(1, 5):
@@ -194,14 +194,43 @@ def test_stager_splits_autoreset_steps_into_whole_episodes() -> None:
             done,
             final,
             np.hstack([final, final]),
+            10 * np.hstack([reset_obs, reset_obs]),
+            10 * np.hstack([final, final]),
         )
     assert len(finished) == 2
-    obs, ag, g, a = finished[0]  # env 0, ended after 2 steps with its true final obs
+    obs, ag, g, a, tag = finished[0]  # env 0, ended after 2 steps with its true final obs
     np.testing.assert_array_equal(obs[:, 0], [0, 1, 2])
     np.testing.assert_array_equal(ag[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(tag[:, 0], [0, 10, 20])
     assert g.shape == (2, 2)
     np.testing.assert_array_equal(a[:, 0], [1, 2])
-    obs, _ag, _g, a = finished[1]  # env 1, 4 steps
+    obs, _ag, _g, a, tag = finished[1]  # env 1, 4 steps
     np.testing.assert_array_equal(obs[:, 0], [100, 101, 102, 103, 104])
-    # env 0's next episode started from the reset observation
-    assert st.t[0] == 2 and st.obs[0, 0, 0] == -1.0
+    np.testing.assert_array_equal(tag[:, 1], [1000, 1010, 1020, 1030, 1040])
+    # env 0's next episode started from the reset observation (and its ground truth)
+    assert st.t[0] == 2 and st.obs[0, 0, 0] == -1.0 and st.tag[0, 0, 0] == -10.0
+
+
+def test_ground_truth_drives_goals_rewards_and_terminations_not_the_estimate() -> None:
+    """With a true achieved goal, relabeled goals, rewards and terminal flags follow the truth;
+    the (noisy) estimate is only carried along as the policy's input."""
+    buf = make("future")
+    for i in range(4):
+        obs, ag, _, act = line_episode(10, i)
+        truth = ag.copy()
+        truth[:, 1] += 0.5  # the estimate is 0.5 off (10 x the success distance)
+        buf.add_episode(obs, ag, truth[-1], act, true_achieved_goal=truth)
+    b = buf.sample(5000)
+    rel = b.relabeled
+    np.testing.assert_array_equal(b.desired_goal[rel, 1], b.observation[rel, 2] + 0.5)
+    np.testing.assert_array_equal(b.next_true_achieved_goal[:, 1], b.next_achieved_goal[:, 1] + 0.5)
+    np.testing.assert_array_equal(b.true_achieved_goal[:, 0], b.achieved_goal[:, 0])
+    # reward on the truth: a goal equal to the next true achieved goal is a success (terminal)
+    hit = np.linalg.norm(b.next_true_achieved_goal - b.desired_goal, axis=1) < SUCCESS
+    assert hit.any() and (~hit).any()
+    np.testing.assert_array_equal(b.reward, np.where(hit, 0.0, -1.0))
+    np.testing.assert_array_equal(b.terminated, hit.astype(np.float32))
+    # ... and no success is ever judged on the estimate, which is always 0.5 off
+    assert not np.any(np.linalg.norm(b.next_achieved_goal - b.desired_goal, axis=1) < SUCCESS)
+    with pytest.raises(Sim2PiError, match="true"):
+        buf.add_episode(obs, ag, truth[-1], act, true_achieved_goal=truth[:-1])

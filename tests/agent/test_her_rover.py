@@ -170,3 +170,75 @@ def test_learns_rover_reach() -> None:
     )
     best = max(h["success_rate"] for h in res.history)
     assert best >= 0.9, json.dumps(res.history)
+
+
+def test_true_achieved_goal_survives_worker_autoreset() -> None:
+    """Both env batches carry the twin's true box next to the camera's estimate, also across the
+    autoreset of ended episodes, and agree with each other step for step."""
+    from agent.her_envs import ProcessEnvs
+
+    fn = make_env_fn("sim2pi/RoverPush-v0", max_steps=3)
+    local, procs = LocalEnvs([fn] * 2), ProcessEnvs([fn] * 2, num_workers=1)
+    try:
+        a, b = local.reset(seed=5), procs.reset(seed=5)
+        np.testing.assert_allclose(a.truth, b.truth)
+        acts = np.random.default_rng(0).uniform(-1, 1, (5, 2, 2)).astype(np.float32)
+        for t in range(5):
+            local.step_async(acts[t])
+            procs.step_async(acts[t])
+            ra, rb = local.step_wait(), procs.step_wait()
+            for x, y in [
+                (ra.obs.truth, rb.obs.truth),
+                (ra.final_true_achieved_goal, rb.final_true_achieved_goal),
+                (ra.final_achieved_goal, rb.final_achieved_goal),
+            ]:
+                np.testing.assert_allclose(x, y, atol=1e-6)
+            done = ra.terminated | ra.truncated
+            assert done.any() == (t == 2)  # max_steps=3: both end on the third step
+            for i, env in enumerate(local.envs):  # the next observation's truth is the true box
+                box = env.unwrapped.robot.object_pose("box")[:2]
+                np.testing.assert_allclose(ra.obs.truth[i], box, atol=1e-5)
+    finally:
+        local.close()
+        procs.close()
+
+
+def test_restarts_from_demo_states() -> None:
+    """Demo states become reset options (seen boxes only, inside the walls) and a restart puts
+    the robot, box and goal exactly there."""
+    import gymnasium as gym
+
+    from agent.her import demo_start_states
+    from agent.her_buffer import EpisodeReplay
+    from agent.her_envs import StartStates
+
+    spec, _, max_steps, _ = task_setup(HerConfig(task="push"))
+    # x, y, cos, sin, wheel l, r, box x, y, seen
+    obs = np.array(
+        [
+            [0.0, 0.0, 1, 0, 0, 0, 0.3, 0.0, 1],  # kept
+            [0.1, 0.0, 1, 0, 0, 0, 0.15, 0.0, 0],  # box not seen in this frame: stale
+            [0.2, 0.0, 1, 0, 0, 0, 0.25, 0.0, 1],  # box estimate under the robot
+            [0.0, 0.88, 0, 1, 0, 0, 0.3, 0.0, 1],  # robot against the wall
+            [-0.2, 0.1, 0, 1, 0, 0, -0.2, 0.4, 1],  # kept (heading +90 deg)
+            [0.0, 0.0, 1, 0, 0, 0, 0.3, 0.0, 1],  # final observation: not a start
+        ],
+        np.float32,
+    )
+    replay = EpisodeReplay(9, 2, 2, max_steps, max_steps, reward_fn=lambda a, d, i: -1.0)
+    replay.add_episode(obs, obs[:, 6:8], np.array([0.5, 0.5]), np.zeros((5, 2)))
+    states = demo_start_states(replay, spec)
+    assert len(states) == 2
+    np.testing.assert_allclose(states[0]["pose"], (0.0, 0.0, 0.0), atol=1e-6)
+    np.testing.assert_allclose(states[1]["pose"], (-0.2, 0.1, np.pi / 2), atol=1e-6)
+    np.testing.assert_allclose(states[1]["box"], (-0.2, 0.4), atol=1e-6)
+    assert states[1]["goal"] == (0.5, 0.5)
+
+    env = StartStates(gym.make("sim2pi/RoverPush-v0"), states[1:], prob=1.0)
+    _, info = env.reset(seed=0)
+    np.testing.assert_allclose(info["true_pose"], states[1]["pose"], atol=1e-6)
+    np.testing.assert_allclose(info["true_box"], states[1]["box"], atol=1e-6)
+    env.prob = 0.0  # the env's own random starts
+    _, info = env.reset()
+    assert not np.allclose(info["true_box"], states[1]["box"], atol=1e-3)
+    env.close()

@@ -145,6 +145,32 @@ def test_render_rgb_array() -> None:
     assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8 and frame.std() > 5
 
 
+def test_reset_from_a_given_start_state_and_true_achieved_goal() -> None:
+    env = gym.make("sim2pi/RoverPush-v0").unwrapped
+    start = {"pose": (0.1, -0.2, 0.7), "box": (0.45, 0.05), "goal": (0.6, 0.4)}
+    obs, info = env.reset(seed=3, options={"start": start})
+    np.testing.assert_allclose(info["true_pose"], start["pose"], atol=1e-6)
+    np.testing.assert_allclose(info["true_box"], start["box"], atol=1e-6)
+    np.testing.assert_allclose(obs["desired_goal"], start["goal"], atol=1e-6)
+    # the estimate: the start guess, or already a first (noisy) detection of the box
+    np.testing.assert_allclose(obs["achieved_goal"], start["box"], atol=0.05)
+    # the truth of the achieved goal is the true box
+    for _ in range(3):
+        obs, *_, info = env.step([0.0, 0.0])
+    np.testing.assert_allclose(info["true_achieved_goal"], info["true_box"], atol=1e-6)
+    # without options the scene is random again, and partial starts keep the rest random
+    _, info = env.reset(seed=3)
+    assert np.linalg.norm(info["true_box"] - np.asarray(start["box"])) > 1e-3
+    reach = gym.make("sim2pi/RoverReach-v0").unwrapped
+    obs, info = reach.reset(seed=0, options={"start": {"goal": (0.3, 0.3)}})
+    np.testing.assert_allclose(obs["desired_goal"], (0.3, 0.3))
+    np.testing.assert_allclose(info["true_achieved_goal"], info["true_pose"][:2])
+    with pytest.raises(Sim2PiError, match="box"):
+        reach.reset(options={"start": {"box": (0.0, 0.0)}})
+    with pytest.raises(Sim2PiError, match="pose"):
+        env.reset(options={"start": {"pose": (5.0, 0.0, 0.0)}})
+
+
 def test_bad_kwargs_are_refused() -> None:
     with pytest.raises(Sim2PiError, match="reward_type"):
         gym.make("sim2pi/RoverReach-v0", reward_type="shaped")
