@@ -70,6 +70,11 @@ class HerConfig:
         "with reward_on=truth, the critics also see the true achieved goal (asymmetric "
         "actor-critic; the exported actor does not)",
     )
+    near_starts: float = _f(
+        0.0,
+        "push: share of training episodes started with the robot 0.2-0.4 m from the box and facing "
+        "it (an exploration curriculum that needs no demos); evaluation always starts at random",
+    )
     # demonstrations
     demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
     demo_fraction: float = _f(
@@ -105,6 +110,11 @@ class HerConfig:
             raise Sim2PiError("demo_fraction must be >= 0")
         if not 0.0 <= self.demo_restarts <= 1.0:
             raise Sim2PiError(f"demo_restarts must be in [0, 1], got {self.demo_restarts}")
+        if not 0.0 <= self.near_starts <= 1.0 or self.near_starts + self.demo_restarts > 1.0:
+            raise Sim2PiError(
+                "near_starts must be in [0, 1] and near_starts + demo_restarts <= 1, got "
+                f"{self.near_starts} and {self.demo_restarts}"
+            )
         if self.demo_restarts > 0 and not self.demos:
             raise Sim2PiError("--demo-restarts needs --demos DIR (the states to restart from)")
         if self.reward_on not in ("truth", "estimate"):

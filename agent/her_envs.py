@@ -119,40 +119,52 @@ class _WithTrueGoal:
         return TrueGoal(self.env_fn())
 
 
+StartGroup = tuple[Sequence[dict[str, Any]], float]
+"""Start states (``reset(options={"start": ...})`` dicts) and the share of resets drawn from them."""
+
+
 class StartStates(gym.Wrapper):
     """Starts a share of the episodes from given states instead of the env's random ones.
 
-    With probability ``prob`` a reset passes ``options={"start": states[i]}`` (a uniformly drawn
-    state, e.g. one visited by a demonstration: the "resets to demonstration states" of Nair et al.
-    2018) to an env that supports it (the rover envs; see ``sim.envs.RoverEnv.reset``). The other
-    resets are the env's own.
+    ``groups`` is a list of ``(states, prob)``: with probability ``prob`` a reset passes
+    ``options={"start": s}`` for a uniformly drawn ``s`` of ``states`` to an env that supports it
+    (the rover envs; see ``sim.envs.RoverEnv.reset``). Uses: states a demonstration visited (the
+    "resets to demonstration states" of Nair et al. 2018) and an exploration curriculum
+    (:func:`sim.backend.push_starts_near_box`). The remaining resets are the env's own.
     """
 
-    def __init__(self, env: gym.Env, states: Sequence[dict[str, Any]], prob: float):
+    def __init__(self, env: gym.Env, groups: Sequence[StartGroup]):
         super().__init__(env)
-        if not states:
-            raise Sim2PiError("StartStates needs at least one start state")
-        self.states = list(states)
-        self.prob = float(prob)
+        self.groups = [(list(st), float(p)) for st, p in groups if p > 0]
+        if any(not st for st, _ in self.groups):
+            raise Sim2PiError("StartStates: a group with a share > 0 has no start states")
+        if sum(p for _, p in self.groups) > 1.0 + 1e-9:
+            raise Sim2PiError(
+                f"StartStates: the shares add up to more than 1 ({[p for _, p in self.groups]})"
+            )
         self._rng: np.random.Generator | None = None
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         if self._rng is None or kwargs.get("seed") is not None:
             self._rng = np.random.default_rng(kwargs.get("seed"))
-        if kwargs.get("options") is None and self._rng.random() < self.prob:
-            i = int(self._rng.integers(len(self.states)))
-            kwargs["options"] = {"start": self.states[i]}
+        if kwargs.get("options") is None:
+            u = self._rng.random()
+            for states, p in self.groups:
+                if u < p:
+                    kwargs["options"] = {"start": states[int(self._rng.integers(len(states)))]}
+                    break
+                u -= p
         return self.env.reset(**kwargs)
 
 
 class WithStartStates:
     """Picklable env factory: ``env_fn()`` wrapped in :class:`StartStates`."""
 
-    def __init__(self, env_fn: EnvFn, states: Sequence[dict[str, Any]], prob: float):
-        self.env_fn, self.states, self.prob = env_fn, list(states), prob
+    def __init__(self, env_fn: EnvFn, groups: Sequence[StartGroup]):
+        self.env_fn, self.groups = env_fn, list(groups)
 
     def __call__(self) -> gym.Env:
-        return StartStates(self.env_fn(), self.states, self.prob)
+        return StartStates(self.env_fn(), self.groups)
 
 
 def _check_goal_space(space: gym.Space) -> None:

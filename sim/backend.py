@@ -188,14 +188,18 @@ class TwinBackend:
             {"goal": (float(goal[0]), float(goal[1])), "task_id": None, "box_guess": None},
         )
 
-    def _push(self, rng: np.random.Generator) -> tuple[Any, list[SceneObject], dict[str, Any]]:
+    @staticmethod
+    def _push_box_goal(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         box = rng.uniform(-BOX_HALF, BOX_HALF, 2)
         while True:
             ang = rng.uniform(-np.pi, np.pi)
             dist = rng.uniform(*PUSH_GOAL_DISTANCE)
             goal = box + dist * np.array([math.cos(ang), math.sin(ang)])
             if np.all(np.abs(goal) <= GOAL_HALF - 0.1):
-                break
+                return box, goal
+
+    def _push(self, rng: np.random.Generator) -> tuple[Any, list[SceneObject], dict[str, Any]]:
+        box, goal = self._push_box_goal(rng)
         while True:
             pose = self._pose(rng, ARENA_HALF - START_MARGIN)
             if math.dist(pose[:2], box) >= 0.3:
@@ -301,4 +305,35 @@ class TwinBackend:
         self.robot.disconnect()
 
 
-__all__ = ["SEEK_FACING_DEG", "TwinBackend", "wrap_angle"]
+def push_starts_near_box(
+    n: int,
+    seed: int = 0,
+    distance: tuple[float, float] = (0.2, 0.4),
+    facing_deg: float = 45.0,
+) -> list[dict[str, Any]]:
+    """``n`` push start states (``reset(options={"start": ...})``) with the robot ``distance`` m
+    from the box and facing it within ``facing_deg``, on a random side; box and goal as in the
+    normal task. An exploration curriculum: random actions from here touch the box far more often
+    than from the task's starts (robot anywhere >= 0.3 m from the box, any heading)."""
+    rng = np.random.default_rng(seed)
+    half = ARENA_HALF - START_MARGIN
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        box, goal = TwinBackend._push_box_goal(rng)
+        side = rng.uniform(-np.pi, np.pi)
+        r = rng.uniform(*distance)
+        x, y = box + r * np.array([math.cos(side), math.sin(side)])
+        if max(abs(x), abs(y)) > half:
+            continue
+        th = wrap_angle(side + np.pi + math.radians(rng.uniform(-facing_deg, facing_deg)))
+        out.append(
+            {
+                "pose": (float(x), float(y), float(th)),
+                "box": (float(box[0]), float(box[1])),
+                "goal": (float(goal[0]), float(goal[1])),
+            }
+        )
+    return out
+
+
+__all__ = ["SEEK_FACING_DEG", "TwinBackend", "push_starts_near_box", "wrap_angle"]

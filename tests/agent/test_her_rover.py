@@ -15,6 +15,7 @@ pytest.importorskip("pybullet")
 
 from agent.her import HerConfig, load_demo_replay, task_setup, train
 from agent.her_envs import GoalObs, LocalEnvs, make_env_fn
+from hardware.errors import Sim2PiError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -234,11 +235,28 @@ def test_restarts_from_demo_states() -> None:
     np.testing.assert_allclose(states[1]["box"], (-0.2, 0.4), atol=1e-6)
     assert states[1]["goal"] == (0.5, 0.5)
 
-    env = StartStates(gym.make("sim2pi/RoverPush-v0"), states[1:], prob=1.0)
+    env = StartStates(gym.make("sim2pi/RoverPush-v0"), [(states[1:], 1.0)])
     _, info = env.reset(seed=0)
     np.testing.assert_allclose(info["true_pose"], states[1]["pose"], atol=1e-6)
     np.testing.assert_allclose(info["true_box"], states[1]["box"], atol=1e-6)
-    env.prob = 0.0  # the env's own random starts
-    _, info = env.reset()
-    assert not np.allclose(info["true_box"], states[1]["box"], atol=1e-3)
     env.close()
+    # shares: half of the resets from a near-box curriculum, the others random
+    from sim.backend import push_starts_near_box
+
+    near = push_starts_near_box(50, seed=1)
+    env = StartStates(gym.make("sim2pi/RoverPush-v0"), [(near, 0.5), (states, 0.0)])
+    boxes = {tuple(s["box"]) for s in near}
+    picked = []
+    for i in range(40):
+        _, info = env.reset(seed=i)
+        box = min(boxes, key=lambda b: np.hypot(*(np.asarray(b) - info["true_box"])))
+        picked.append(bool(np.allclose(box, info["true_box"], atol=1e-6)))
+        if picked[-1]:  # robot 0.2-0.4 m from the box, facing it within 45 degrees
+            rel = info["true_box"] - info["true_pose"][:2]
+            assert 0.2 - 1e-6 <= np.hypot(*rel) <= 0.4 + 1e-6
+            err = np.angle(np.exp(1j * (np.arctan2(rel[1], rel[0]) - info["true_pose"][2])))
+            assert abs(err) <= np.radians(45) + 1e-6
+    assert 10 <= sum(picked) <= 30
+    env.close()
+    with pytest.raises(Sim2PiError, match="more than 1"):
+        StartStates(gym.make("sim2pi/RoverPush-v0"), [(near, 0.7), (states, 0.6)])
