@@ -166,6 +166,32 @@ class RunningStats:
         return np.maximum(np.sqrt(var), floor)
 
 
+class ColoredNoise:
+    """Per-env AR(1) Gaussian noise with unit variance: ``e <- rho e + sqrt(1 - rho^2) n``.
+
+    Every step's marginal is standard normal, as in SAC's sampling, but successive steps are
+    correlated (time constant ``1 / (1 - rho)`` steps), so exploration drives somewhere instead of
+    jittering in place (cf. Eberhard et al. 2023, colored noise for off-policy exploration).
+    Measured on RoverPush with random actions ``tanh(e)``: the box moved > 5 cm in 0-2.5 % of
+    episodes with independent noise and 5-12.5 % with rho 0.9-0.98 (12.5 % vs 35-37.5 % from the
+    near-box starts).
+    """
+
+    def __init__(self, n: int, dim: int, rho: float, rng: np.random.Generator):
+        self.rho, self.rng = float(rho), rng
+        self.scale = math.sqrt(1.0 - self.rho**2)
+        self.e = rng.standard_normal((n, dim))
+
+    def step(self) -> np.ndarray:
+        """The next noise [n, dim]."""
+        self.e = self.rho * self.e + self.scale * self.rng.standard_normal(self.e.shape)
+        return self.e
+
+    def reset(self, rows: np.ndarray) -> None:
+        """Fresh, independent noise for the envs whose episode just ended."""
+        self.e[rows] = self.rng.standard_normal((int(np.count_nonzero(rows)), self.e.shape[1]))
+
+
 class Batch(NamedTuple):
     """Torch tensors of one gradient step (inputs already normalized)."""
 
@@ -290,12 +316,19 @@ class SacHer:
         return ((p - mean) / std).clamp_(-clip, clip)
 
     @torch.no_grad()
-    def act(self, obs: GoalObs, deterministic: bool) -> np.ndarray:
-        """Actions [N, A] for a batch of env observations (same maths as the exported policy)."""
+    def act(self, obs: GoalObs, deterministic: bool, noise: np.ndarray | None = None) -> np.ndarray:
+        """Actions [N, A] for a batch of env observations (same maths as the exported policy).
+
+        Sampled actions are ``tanh(mean + std * noise)``; ``noise`` [N, A] defaults to fresh
+        standard normal draws (SAC's own sampling), or pass temporally correlated noise
+        (:class:`ColoredNoise`)."""
         x = self.normalize(self.features(obs.observation, obs.achieved_goal, obs.desired_goal))
         feat = self.actor.trunk(x)
         if deterministic:
             u = self.head.decode(feat)
+        elif noise is not None:
+            mean, log_std = self.head.params(feat)
+            u = torch.tanh(mean + log_std.exp() * torch.from_numpy(noise.astype(np.float32)))
         else:
             u, _ = self.head.sample(feat)
         return self.actor.unnormalize_action(u).numpy()
@@ -700,6 +733,7 @@ def train(
         envs = make_env_batch([train_fn] * cfg.envs, cfg.workers)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
+        noise = ColoredNoise(cfg.envs, ad, cfg.noise_rho, rng)
         truth = cfg.reward_on == "truth"
         obs = envs.reset(seed=cfg.seed)
         stager.start(obs.observation, obs.achieved_goal, obs.truth if truth else None)
@@ -721,10 +755,11 @@ def train(
             now = time.perf_counter() - t_start - eval_time
             if now >= budget:
                 break
+            eps = noise.step()
             if env_steps < cfg.learning_starts:
-                actions = rng.uniform(-1.0, 1.0, (cfg.envs, ad)).astype(np.float32)
+                actions = np.tanh(eps).astype(np.float32)
             else:
-                actions = agent.act(obs, deterministic=False)
+                actions = agent.act(obs, deterministic=False, noise=eps)
             envs.step_async(actions)
             # Gradient steps while the workers simulate.
             if env_steps >= cfg.learning_starts and replay.n_transitions > 0:
@@ -753,6 +788,7 @@ def train(
                     o, a_g, d_g, _, _ = ep
                     agent.stats.update(agent.features(o[:-1], a_g[:-1], d_g))
             if done.any():
+                noise.reset(done)
                 recent_success += r.success[done].astype(float).tolist()
                 recent_success = recent_success[-100:]
                 if agent.updates < 20_000:

@@ -50,6 +50,13 @@ class HerConfig:
         "also feed the goal and the achieved goal in the robot frame (tasks with an odometry "
         "pose); the same input GC-BC uses",
     )
+    noise_rho: float = _f(
+        0.9,
+        "temporal correlation of the exploration noise: the Gaussian noise of SAC's sampled "
+        "actions (and of the random warm-up actions) is an AR(1) process with this coefficient and "
+        "unit variance (0 = SAC's independent noise). Per-step independent noise makes a "
+        "differential-drive robot jitter in place",
+    )
     # hindsight
     strategy: str = _f(
         "future", "HER goal strategy: future | final | episode | geometric | none (agent.relabel)"
@@ -117,6 +124,8 @@ class HerConfig:
             )
         if self.demo_restarts > 0 and not self.demos:
             raise Sim2PiError("--demo-restarts needs --demos DIR (the states to restart from)")
+        if not 0.0 <= self.noise_rho < 1.0:
+            raise Sim2PiError(f"noise_rho must be in [0, 1), got {self.noise_rho}")
         if self.reward_on not in ("truth", "estimate"):
             raise Sim2PiError(f"reward_on must be 'truth' or 'estimate', got {self.reward_on!r}")
         if self.target_success is not None and not 0 < self.target_success <= 1:
