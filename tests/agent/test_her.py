@@ -300,3 +300,36 @@ def test_egocentric_features_match_the_exported_policy_inputs(reach_spec) -> Non
         }
     )
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_colored_noise_has_unit_variance_correlation_rho_and_fresh_resets() -> None:
+    from agent.her import ColoredNoise
+
+    rng = np.random.default_rng(0)
+    n = ColoredNoise(4000, 2, 0.9, rng)
+    prev = n.e.copy()
+    cur = n.step().copy()
+    assert abs(cur.std() - 1.0) < 0.03 and abs(cur.mean()) < 0.03
+    corr = np.corrcoef(prev.ravel(), cur.ravel())[0, 1]
+    assert abs(corr - 0.9) < 0.02
+    rows = np.zeros(4000, bool)
+    rows[:2000] = True
+    n.reset(rows)
+    # reset rows are independent of their past, the others keep it
+    assert abs(np.corrcoef(cur[:2000].ravel(), n.e[:2000].ravel())[0, 1]) < 0.05
+    np.testing.assert_array_equal(n.e[2000:], cur[2000:])
+    white = ColoredNoise(4000, 2, 0.0, rng)
+    a = white.e.copy()
+    assert abs(np.corrcoef(a.ravel(), white.step().ravel())[0, 1]) < 0.05
+
+
+def test_sampled_actions_use_the_given_noise() -> None:
+    agent = SacHer(point_spec(), toy_cfg())
+    o = GoalObs(
+        np.zeros((3, 4), np.float32), np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32)
+    )
+    eps = np.random.default_rng(1).standard_normal((3, 2))
+    a1, a2 = agent.act(o, False, noise=eps), agent.act(o, False, noise=eps)
+    np.testing.assert_array_equal(a1, a2)  # the noise decides the sample
+    assert not np.allclose(a1, agent.act(o, False, noise=-eps))
+    assert not np.allclose(a1, agent.deterministic(o))
