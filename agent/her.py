@@ -676,6 +676,13 @@ def train(
         kwargs = {"description": cfg.robot} if env_id.startswith("sim2pi/") else {}
         env_fn = make_env_fn(env_id, **kwargs)
     out = Path(cfg.out) if cfg.out else None
+    has_run = out is not None and (out / "checkpoint.json").exists()
+    if has_run and not cfg.resume:
+        raise Sim2PiError(
+            f"'{out}' already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if cfg.resume and not has_run:
+        raise Sim2PiError(f"--resume: no checkpoint in '{out}' to continue from")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -687,6 +694,10 @@ def train(
     tb = _Tb(out)
     try:
         agent = SacHer(spec, cfg)
+        start_steps = 0
+        if has_run:
+            assert out is not None
+            start_steps = resume_from(agent, out)
         od, gd, ad = agent.obs_dim, agent.goal_dim, agent.act_dim
         # the env's own vectorized compute_reward, from an env living in this process
         reward_fn = reward_env.compute_reward
@@ -708,7 +719,8 @@ def train(
             demo = load_demo_replay(
                 cfg.demos, cfg, max_steps, od, gd, ad, reward_fn, success_fn, spec=spec
             )
-            _update_stats_from(agent, demo)
+            if not has_run:
+                _update_stats_from(agent, demo)
         groups: list[tuple[list[dict[str, Any]], float]] = []
         if demo is not None and cfg.demo_restarts > 0:
             states = demo_start_states(demo, spec)
@@ -735,17 +747,18 @@ def train(
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
         noise = ColoredNoise(cfg.envs, ad, cfg.noise_rho, rng)
         truth = cfg.reward_on == "truth"
-        obs = envs.reset(seed=cfg.seed)
+        obs = envs.reset(seed=cfg.seed + start_steps)
         stager.start(obs.observation, obs.achieved_goal, obs.truth if truth else None)
-        agent.stats.update(agent.features(obs.observation, obs.achieved_goal, obs.desired_goal))
-        agent.refresh_stats()
+        if not has_run:
+            agent.stats.update(agent.features(obs.observation, obs.achieved_goal, obs.desired_goal))
+            agent.refresh_stats()
 
         history: list[dict[str, float]] = []
         budget = cfg.minutes * 60.0
-        env_steps, credit = 0, 0.0
+        env_steps, credit = start_steps, 0.0
         train_time, eval_time = 0.0, 0.0
         t_start = time.perf_counter()
-        next_eval = cfg.eval_every
+        next_eval = start_steps + cfg.eval_every
         next_log = cfg.log_every
         time_to_target: float | None = None
         recent_success: list[float] = []
@@ -756,13 +769,13 @@ def train(
             if now >= budget:
                 break
             eps = noise.step()
-            if env_steps < cfg.learning_starts:
+            if env_steps - start_steps < cfg.learning_starts:
                 actions = np.tanh(eps).astype(np.float32)
             else:
                 actions = agent.act(obs, deterministic=False, noise=eps)
             envs.step_async(actions)
             # Gradient steps while the workers simulate.
-            if env_steps >= cfg.learning_starts and replay.n_transitions > 0:
+            if env_steps - start_steps >= cfg.learning_starts and replay.n_transitions > 0:
                 credit += cfg.utd * cfg.envs
                 n_up = int(credit)
                 credit -= n_up
@@ -878,6 +891,42 @@ def train(
             envs.close()
         reward_env.close()
         tb.close()
+
+
+def resume_from(agent: SacHer, run: Path) -> int:
+    """Load a saved SAC+HER run into ``agent``; returns the env steps it had trained."""
+    from agent.checkpoint import load_policy, load_trainer_state, read_meta
+
+    meta = read_meta(run)
+    if meta.algo != "sac_her":
+        raise Sim2PiError(f"'{run}' holds a '{meta.algo}' run, not 'sac_her'")
+    actor, _ = load_policy(run)
+    if actor.config != agent.actor.config:
+        raise Sim2PiError(
+            f"--resume with a different network: the run has {actor.config}, the options give "
+            f"{agent.actor.config}; use the run's options (see {run / 'config.json'})"
+        )
+    st = load_trainer_state(run)
+    if st is None:
+        raise Sim2PiError(f"'{run}' has no trainer state (resume.pt) to continue from")
+    try:
+        agent.critic.load_state_dict(st["critic"])
+        agent.critic_target.load_state_dict(st["critic_target"])
+    except RuntimeError as e:
+        raise Sim2PiError(
+            f"--resume: the run's critics do not fit these options (was --reward-on or "
+            f"--privileged-critic different?): {e}"
+        ) from e
+    agent.actor.load_state_dict(actor.state_dict())
+    with torch.no_grad():
+        agent.log_alpha.copy_(st["log_alpha"])
+    agent.opt.load_state_dict(st["optimizer"])
+    stats = st["stats"]
+    agent.stats.n, agent.stats.mean, agent.stats.m2 = stats["n"], stats["mean"], stats["m2"]
+    agent.refresh_stats()
+    agent.updates = int(st["updates"])
+    log.info("resumed %s at %d env steps, %d updates", run, meta.step, agent.updates)
+    return int(meta.step)
 
 
 def _update_stats_from(agent: SacHer, replay: EpisodeReplay, n: int = 10_000) -> None:

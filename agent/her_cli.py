@@ -29,9 +29,11 @@ def _run_her(cfg: HerConfig) -> None:
     )
     if res.history:
         last = res.history[-1]
+        truth = last.get("true_success_rate")
         console.print(
-            f"last evaluation: success {last['success_rate']:.1%} over "
-            f"{int(last['episodes'])} episodes at {int(last['env_steps'])} steps"
+            f"last evaluation: success {last['success_rate']:.1%}"
+            + (f" (twin's ground truth {truth:.1%})" if truth is not None else "")
+            + f" over {int(last['episodes'])} episodes at {int(last['env_steps'])} steps"
         )
     if res.time_to_target is not None:
         console.print(f"reached {cfg.target_success:.0%} success after {res.time_to_target:.0f} s")

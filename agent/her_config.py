@@ -101,6 +101,12 @@ class HerConfig:
     eval_envs: int = _f(10, "envs used for evaluation (in the learner's process)")
     norm_clip: float = _f(5.0, "clip of normalized inputs in the critic (and std floor 1e-2)")
     out: str | None = _f(None, "run directory (checkpoint, config, tensorboard)")
+    resume: bool = _f(
+        False,
+        "continue the run in --out from its last checkpoint (networks, temperature, optimizer, "
+        "input statistics, step count; the replay buffer starts empty again). Without it an --out "
+        "that already holds a run is refused rather than overwritten",
+    )
     log_every: float = _f(10.0, "seconds between progress log lines")
 
     def __post_init__(self) -> None:

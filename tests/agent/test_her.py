@@ -164,6 +164,29 @@ def test_checkpoint_loads_through_agent_checkpoint(tmp_path) -> None:
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
     assert np.abs(theirs).max() <= 1.0
 
+    # the run is not overwritten by accident, and --resume continues it
+    from hardware.errors import Sim2PiError
+
+    more = {"learning_starts": 400, "eval_every": 400, "eval_episodes": 8}
+    with pytest.raises(Sim2PiError, match="already holds a run"):
+        run_toy(seed=1, total_steps=2000, out=str(tmp_path / "run"), **more)
+    with pytest.raises(Sim2PiError, match="no checkpoint"):
+        run_toy(seed=1, total_steps=2000, out=str(tmp_path / "new"), resume=True, **more)
+    again = run_toy(seed=1, total_steps=2000, out=str(tmp_path / "run"), resume=True, **more)
+    assert again.env_steps == 2000 and again.history[0]["env_steps"] == 1600
+    # it started from the saved networks and optimizer: learning continues, not restarts
+    assert again.updates - res.updates == pytest.approx(0.5 * (800 - 400), abs=8)
+    assert load_policy(tmp_path / "run")[1].step == 2000
+    with pytest.raises(Sim2PiError, match="different network"):
+        run_toy(
+            seed=1,
+            total_steps=2400,
+            out=str(tmp_path / "run"),
+            resume=True,
+            hidden=(32, 32),
+            **more,
+        )
+
 
 def test_demos_with_q_filter_update_runs_and_reports_bc() -> None:
     """The fused update with demo rows: BC loss is computed on the demo rows only."""
