@@ -769,7 +769,7 @@ def train(
             if now >= budget:
                 break
             eps = noise.step()
-            if env_steps - start_steps < cfg.learning_starts:
+            if not has_run and env_steps < cfg.learning_starts:  # a resumed run acts at once
                 actions = np.tanh(eps).astype(np.float32)
             else:
                 actions = agent.act(obs, deterministic=False, noise=eps)
