@@ -62,9 +62,9 @@ from agent.her_envs import (
     EnvFn,
     GoalObs,
     LocalEnvs,
-    WithStartStates,
     make_env_batch,
     make_env_fn,
+    with_start_states,
 )
 from agent.policies import (
     EGO_PREFIX,
@@ -246,6 +246,14 @@ class SacHer:
         # relative to it (the actor, which is exported, never does).
         self.privileged = cfg.reward_on == "truth" and cfg.privileged_critic
         self.priv_dim = 2 * self.goal_dim if self.privileged else 0
+        # input columns whose statistics normalize the privileged [true ag, goal - true ag]
+        c = self.cuts
+        self._priv_cols = torch.cat(
+            [
+                torch.arange(int(c[i]), int(c[i + 1]))
+                for i in (self.layout.index("achieved_goal"), self.layout.index(GOAL_DELTA))
+            ]
+        )
         q_in = self.in_dim + self.priv_dim + self.act_dim
         self.critic = EnsembleCritic(q_in, cfg.hidden)
         self.critic_target = EnsembleCritic(q_in, cfg.hidden)
@@ -306,11 +314,7 @@ class SacHer:
         of the achieved goal and of ``goal - ag`` (what they are the ground truth of)."""
         if not self.privileged:
             return None
-        i_ag = self.layout.index("achieved_goal")
-        i_d = self.layout.index(GOAL_DELTA)
-        c = self.cuts
-        mean = torch.cat([self.mean_t[c[i_ag] : c[i_ag + 1]], self.mean_t[c[i_d] : c[i_d + 1]]])
-        std = torch.cat([self.std_t[c[i_ag] : c[i_ag + 1]], self.std_t[c[i_d] : c[i_d + 1]]])
+        mean, std = self.mean_t[self._priv_cols], self.std_t[self._priv_cols]
         p = torch.from_numpy(np.concatenate([true_ag, goal - true_ag], -1).astype(np.float32))
         clip = self.cfg.norm_clip
         return ((p - mean) / std).clamp_(-clip, clip)
@@ -741,7 +745,7 @@ def train(
             from sim.backend import push_starts_near_box
 
             groups.append((push_starts_near_box(20_000, seed=cfg.seed), cfg.near_starts))
-        train_fn = WithStartStates(env_fn, groups) if groups else env_fn
+        train_fn = with_start_states(env_fn, groups) if groups else env_fn
         envs = make_env_batch([train_fn] * cfg.envs, cfg.workers)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)

@@ -23,6 +23,7 @@ through the observation dict, so it also survives the worker processes' autorese
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -41,9 +42,9 @@ __all__ = [
     "ProcessEnvs",
     "StepResult",
     "TrueGoal",
-    "WithStartStates",
     "make_env_batch",
     "make_env_fn",
+    "with_start_states",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,14 +110,8 @@ class TrueGoal(gym.Wrapper):
         return self._add(obs, info), rew, term, trunc, info
 
 
-class _WithTrueGoal:
-    """Picklable env factory: ``env_fn()`` wrapped in :class:`TrueGoal`."""
-
-    def __init__(self, env_fn: EnvFn):
-        self.env_fn = env_fn
-
-    def __call__(self) -> gym.Env:
-        return TrueGoal(self.env_fn())
+def _wrapped(env_fn: EnvFn, wrapper: Callable[..., gym.Env], *args: Any) -> gym.Env:
+    return wrapper(env_fn(), *args)
 
 
 StartGroup = tuple[Sequence[dict[str, Any]], float]
@@ -157,14 +152,9 @@ class StartStates(gym.Wrapper):
         return self.env.reset(**kwargs)
 
 
-class WithStartStates:
+def with_start_states(env_fn: EnvFn, groups: Sequence[StartGroup]) -> EnvFn:
     """Picklable env factory: ``env_fn()`` wrapped in :class:`StartStates`."""
-
-    def __init__(self, env_fn: EnvFn, groups: Sequence[StartGroup]):
-        self.env_fn, self.groups = env_fn, list(groups)
-
-    def __call__(self) -> gym.Env:
-        return StartStates(self.env_fn(), self.groups)
+    return functools.partial(_wrapped, env_fn, StartStates, list(groups))
 
 
 def _check_goal_space(space: gym.Space) -> None:
@@ -253,7 +243,9 @@ class ProcessEnvs:
         from sim.vector import BatchedVectorEnv
 
         self._venv = BatchedVectorEnv(
-            [_WithTrueGoal(fn) for fn in env_fns], num_workers, context=context
+            [functools.partial(_wrapped, fn, TrueGoal) for fn in env_fns],
+            num_workers,
+            context=context,
         )
         self.observation_space = self._venv.single_observation_space
         self.action_space = self._venv.single_action_space

@@ -366,39 +366,33 @@ def main() -> None:
             t0 = time.perf_counter()
             demos = record_demos("push", args.push_demos, demo_dir)
             log.info("push demos ready in %.0f s", time.perf_counter() - t0)
-        push_runs = []
-        for seed in args.seeds[:1]:
-            if args.push_runs in ("both", "no-demos"):
-                push_runs.append(
-                    run_ours(
-                        seed,
-                        args.push_minutes,
-                        args.push_eval_every,
-                        args.eval_episodes,
-                        0.9,
-                        task="push",
-                        label=f"no demos, near starts {args.push_near_starts:g}",
-                        judge="truth",
-                        near_starts=args.push_near_starts,
-                        workers=args.push_workers,
-                    )
-                )
-            if args.push_runs in ("both", "demos"):
-                push_runs.append(
-                    run_ours(
-                        seed,
-                        args.push_minutes,
-                        args.push_eval_every,
-                        args.eval_episodes,
-                        0.9,
-                        task="push",
-                        demos=str(demos),
-                        label=f"{args.push_demos} demos, restarts {args.push_demo_restarts:g}",
-                        judge="truth",
-                        demo_restarts=args.push_demo_restarts,
-                        workers=args.push_workers,
-                    )
-                )
+        variants = {  # --push-runs name: (label, the run's own options)
+            "no-demos": (
+                f"no demos, near starts {args.push_near_starts:g}",
+                {"near_starts": args.push_near_starts},
+            ),
+            "demos": (
+                f"{args.push_demos} demos, restarts {args.push_demo_restarts:g}",
+                {"demos": str(demos), "demo_restarts": args.push_demo_restarts},
+            ),
+        }
+        push_runs = [
+            run_ours(
+                seed,
+                args.push_minutes,
+                args.push_eval_every,
+                args.eval_episodes,
+                0.9,
+                task="push",
+                label=label,
+                judge="truth",
+                workers=args.push_workers,
+                **options,
+            )
+            for seed in args.seeds[:1]
+            for name, (label, options) in variants.items()
+            if args.push_runs in ("both", name)
+        ]
         rows = []
         for r in push_runs:
             pts = ", ".join(f"{t / 60:.0f} min {s:.0%}/{g:.0%}" for t, _, s, g in r.curve[1::2])
