@@ -170,13 +170,10 @@ def _check_goal_space(space: gym.Space) -> None:
 
 
 def _flat(o: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    ag = np.asarray(o["achieved_goal"], np.float32).ravel()
-    return (
-        np.asarray(o["observation"], np.float32).ravel(),
-        ag,
-        np.asarray(o["desired_goal"], np.float32).ravel(),
-        np.asarray(o[TRUE_AG], np.float32).ravel() if TRUE_AG in o else ag,
-    )
+    """One :class:`TrueGoal`-wrapped observation as flat arrays, in :class:`GoalObs` order."""
+    keys = ("observation", "achieved_goal", "desired_goal", TRUE_AG)
+    a, b, c, d = (np.asarray(o[k], np.float32).ravel() for k in keys)
+    return a, b, c, d
 
 
 class LocalEnvs:
