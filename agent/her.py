@@ -31,11 +31,15 @@ or odometry drift put the box *estimate* on the goal. With ``privileged_critic``
 the true achieved goal (asymmetric actor-critic); the exported actor does not.
 
 Hindsight relabeling and demonstrations: see :mod:`agent.her_buffer`. With ``--demos``, demo
-episodes go to their own replay, each batch mixes in ``demo_fraction`` of demo transitions, and the
-actor gets a behaviour-cloning loss on them filtered by the critic (the Q-filter of Nair et al.
-2018: clone the demo action only where the critic rates it above the actor's own action), and
-``demo_restarts`` starts a share of the training episodes from states the demos visited (also
-Nair et al. 2018). ``near_starts`` is an exploration curriculum for push that needs no demos: a
+episodes go to their own replay, each batch mixes in ``demo_fraction`` of demo transitions (with
+their recorded goals, ``bc_goals``), and the actor gets a behaviour-cloning loss on them, optionally
+filtered by the critic (the Q-filter of Nair et al. 2018: clone the demo action only where the
+critic rates it above the actor's own action). In batches with demo rows the actor's critic term is
+divided by its mean |Q| (as in TD3+BC), so ``bc_weight`` weighs cloning against the critic whatever
+the scale of the returns. ``bc_pretrain`` clones the demos before RL; the pretrained actor then
+collects the first data, keeps the demos' input statistics, and ``critic_warmup`` holds it back
+from the critics until they have learned its values. ``demo_restarts`` starts a share of the
+training episodes from states the demos visited (also Nair et al. 2018). ``near_starts`` is an exploration curriculum for push that needs no demos: a
 share of the episodes start with the robot near the box, facing it. Evaluation always uses the
 task's own random starts.
 """
@@ -380,13 +384,23 @@ class SacHer:
         q_pi = self.critic(_cat(batch.x, batch.priv, a_pi), detach=True).min(0).values
         actor_loss = (alpha * logp - q_pi).mean()
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        loss = critic_loss + actor_loss + alpha_loss
+        bc_rows = cfg.bc_weight > 0 and bool(batch.is_demo.any())
+        if self.updates < (cfg.critic_warmup or 0):
+            loss = critic_loss  # the actor waits for the critics (it may still clone, below)
+        elif bc_rows:
+            # TD3+BC's scaling: the critic term in units of the batch's mean |Q|, so the BC weight
+            # means the same whatever the scale of the returns
+            loss = (
+                critic_loss + actor_loss / q_pi.abs().mean().detach().clamp(min=1e-3) + alpha_loss
+            )
+        else:
+            loss = critic_loss + actor_loss + alpha_loss
         out = {}
-        if cfg.bc_weight > 0 and bool(batch.is_demo.any()):
+        if bc_rows:
             d = batch.is_demo
             mean_a = head.decode(feat[d])
             a_demo = batch.action[d]
-            if cfg.q_filter:
+            if cfg.q_filter and self.updates >= (cfg.critic_warmup or 0):  # after the warm-up
                 with torch.no_grad():
                     xd = batch.x[d]
                     pd = None if batch.priv is None else batch.priv[d]
@@ -415,6 +429,21 @@ class SacHer:
             }
         )
         return out
+
+    def pretrain_bc(self, demo: EpisodeReplay, steps: int, batch_size: int) -> float:
+        """``steps`` gradient steps of behaviour cloning (squared error of the deterministic
+        action) on demo transitions with their recorded goals; returns the last loss. Uses its own
+        Adam, so RL starts with fresh optimizer moments."""
+        params = list(self.actor.trunk.parameters()) + list(self.actor.head.parameters())
+        opt = torch.optim.Adam(params, lr=self.cfg.lr)
+        loss = torch.zeros(())
+        for _ in range(steps):
+            b = self.to_batch(demo.sample(batch_size, relabel=False))
+            loss = ((self.head.decode(self.actor.trunk(b.x)) - b.action) ** 2).sum(-1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return float(loss.detach())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -725,6 +754,19 @@ def train(
             )
             if not has_run:
                 _update_stats_from(agent, demo)
+        pretrain_s = 0.0  # counted in the training time
+        pretrained = demo is not None and bool(cfg.bc_pretrain) and not has_run
+        if pretrained:
+            assert demo is not None
+            t0 = time.perf_counter()
+            bc = agent.pretrain_bc(demo, cfg.bc_pretrain or 0, cfg.batch_size)
+            pretrain_s = time.perf_counter() - t0
+            log.info(
+                "behaviour cloning: %d steps on the demos in %.1f s (loss %.4f)",
+                cfg.bc_pretrain,
+                pretrain_s,
+                bc,
+            )
         groups: list[tuple[list[dict[str, Any]], float]] = []
         if demo is not None and cfg.demo_restarts > 0:
             states = demo_start_states(demo, spec)
@@ -753,15 +795,20 @@ def train(
         truth = cfg.reward_on == "truth"
         obs = envs.reset(seed=cfg.seed + start_steps)
         stager.start(obs.observation, obs.achieved_goal, obs.truth if truth else None)
-        if not has_run:
+        # a pretrained actor keeps the demos' input statistics: shifting them would change the
+        # function it has learned
+        track_stats = not has_run and not pretrained
+        if track_stats:
             agent.stats.update(agent.features(obs.observation, obs.achieved_goal, obs.desired_goal))
             agent.refresh_stats()
 
         history: list[dict[str, float]] = []
+        # a resumed or pretrained actor collects from the first step
+        random_warmup = not has_run and not pretrained
         budget = cfg.minutes * 60.0
         env_steps, credit = start_steps, 0.0
         train_time, eval_time = 0.0, 0.0
-        t_start = time.perf_counter()
+        t_start = time.perf_counter() - pretrain_s
         next_eval = start_steps + cfg.eval_every
         next_log = cfg.log_every
         time_to_target: float | None = None
@@ -773,7 +820,7 @@ def train(
             if now >= budget:
                 break
             eps = noise.step()
-            if not has_run and env_steps < cfg.learning_starts:  # a resumed run acts at once
+            if random_warmup and env_steps < cfg.learning_starts:
                 actions = np.tanh(eps).astype(np.float32)
             else:
                 actions = agent.act(obs, deterministic=False, noise=eps)
@@ -801,14 +848,14 @@ def train(
                 r.final_true_achieved_goal if truth else None,
             ):
                 replay.add_episode(*ep)
-                if agent.updates < 20_000:  # statistics settle early; stop paying for them later
+                if track_stats and agent.updates < 20_000:  # they settle early; stop paying later
                     o, a_g, d_g, _, _ = ep
                     agent.stats.update(agent.features(o[:-1], a_g[:-1], d_g))
             if done.any():
                 noise.reset(done)
                 recent_success += r.success[done].astype(float).tolist()
                 recent_success = recent_success[-100:]
-                if agent.updates < 20_000:
+                if track_stats and agent.updates < 20_000:
                     agent.refresh_stats()
             obs = r.obs
             env_steps += cfg.envs
@@ -951,7 +998,8 @@ def _update_block(
     big = replay.sample(n_up * batch_size)
     parts = [big]
     if demo is not None and n_demo:
-        parts.append(demo.sample(n_up * n_demo))
+        # demo rows keep their recorded goals for the BC loss (bc_goals=recorded), see HerConfig
+        parts.append(demo.sample(n_up * n_demo, relabel=agent.cfg.bc_goals == "all"))
     losses: dict[str, float] = {}
     per = batch_size + (n_demo if len(parts) > 1 else 0)
     if len(parts) > 1:

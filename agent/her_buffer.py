@@ -196,8 +196,9 @@ class EpisodeReplay:
     def __len__(self) -> int:
         return self.n_transitions
 
-    def sample(self, batch_size: int) -> HerBatch:
-        """Draw ``batch_size`` transitions uniformly and relabel them (see the module docstring)."""
+    def sample(self, batch_size: int, relabel: bool = True) -> HerBatch:
+        """Draw ``batch_size`` transitions uniformly and relabel them (see the module docstring);
+        ``relabel=False`` keeps every recorded goal (what behaviour cloning wants)."""
         total = self.n_transitions
         if total == 0:
             raise Sim2PiError("the replay buffer is empty: collect at least one episode first")
@@ -207,23 +208,23 @@ class EpisodeReplay:
         start = self._cum[ep] - self.length[ep]
         t = flat - start
         length = self.length[ep]
-        relabel = rng.random(batch_size) < self.relabel_prob
+        swap = rng.random(batch_size) < (self.relabel_prob if relabel else 0.0)
         goal_t = np.full(batch_size, -1, np.int64)
-        if relabel.any():
+        if swap.any():
             # ag[e, 0..length]: goals a transition produced are ag[e, 1..length] (start=1), and a
             # 'future' goal of step t is one of ag[e, t+1..length] (min_offset=1).
-            goal_t[relabel] = goal_indices(
+            goal_t[swap] = goal_indices(
                 self.strategy,
-                t[relabel],
-                length[relabel],
+                t[swap],
+                length[swap],
                 rng,
                 start=1,
                 gamma=self.geometric_gamma,
                 min_offset=1,
             )
         goal = self.dg[ep, t]
-        if relabel.any():
-            goal[relabel] = self.tag[ep[relabel], goal_t[relabel]]
+        if swap.any():
+            goal[swap] = self.tag[ep[swap], goal_t[swap]]
         next_tag = self.tag[ep, t + 1]
         reward = np.asarray(self.reward_fn(next_tag, goal, None), np.float32).reshape(batch_size)
         if self.terminate_on_success:
@@ -244,7 +245,7 @@ class EpisodeReplay:
             next_observation=self.obs[ep, t + 1],
             next_achieved_goal=self.ag[ep, t + 1],
             terminated=terminated,
-            relabeled=relabel,
+            relabeled=swap,
             episode=ep,
             t=t,
             goal_t=goal_t,

@@ -420,7 +420,8 @@ def main() -> None:
         f"Load at start: {load_before}. Two shared cores: absolute times are noisy, the "
         "interleaved ratio less so. Ours: agent.her defaults (8 envs in 1 worker process, "
         "utd 0.5, batch 256, 128x128, gamma 0.98, rewards on the twin's ground truth with a "
-        "privileged critic). SB3: rl-zoo FetchReach SAC settings (rewards on the estimate), "
+        "privileged critic; with demos: 10k BC pretraining steps, 20k critic warm-up steps, "
+        "BC weight 10, no Q-filter). SB3: rl-zoo FetchReach SAC settings (rewards on the estimate), "
         "torch.set_num_threads(1) for both. Reach time to target is judged on the estimate "
         "(odometry) for both, as the env judges it."
     )

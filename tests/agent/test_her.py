@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from agent.her import EnsembleCritic, HerConfig, RunningStats, SacHer, train
+from agent.her import (
+    EnsembleCritic,
+    HerConfig,
+    RunningStats,
+    SacHer,
+    _update_block,
+    evaluate,
+    train,
+)
+from agent.her_buffer import EpisodeReplay
 from agent.her_envs import GoalObs, LocalEnvs, ProcessEnvs
 from hardware.spec import Spec, action_feature, vector
 
@@ -190,7 +199,7 @@ def test_checkpoint_loads_through_agent_checkpoint(tmp_path) -> None:
 
 def test_demos_with_q_filter_update_runs_and_reports_bc() -> None:
     """The fused update with demo rows: BC loss is computed on the demo rows only."""
-    cfg = toy_cfg(demos="unused", demo_fraction=0.25)
+    cfg = toy_cfg(demos="unused", demo_fraction=0.25, q_filter=True, critic_warmup=0)
     agent = SacHer(point_spec(), cfg)
     from agent.her import Batch
 
@@ -356,3 +365,92 @@ def test_sampled_actions_use_the_given_noise() -> None:
     np.testing.assert_array_equal(a1, a2)  # the noise decides the sample
     assert not np.allclose(a1, agent.act(o, False, noise=-eps))
     assert not np.allclose(a1, agent.deterministic(o))
+
+
+def point_expert_replay(episodes: int, seed: int = 0, strategy: str = "future") -> EpisodeReplay:
+    """Demonstrations on PointReach: full speed straight at the goal, slowing on arrival."""
+    env = PointReach()
+    replay = EpisodeReplay(
+        4, 2, 2, MAX_STEPS, episodes * MAX_STEPS, reward_fn=env.compute_reward, strategy=strategy
+    )
+    for e in range(episodes):
+        o, _ = env.reset(seed=seed + e)
+        obs, ag, acts = [o["observation"]], [o["achieved_goal"]], []
+        done = False
+        while not done:
+            a = np.clip((o["desired_goal"] - o["achieved_goal"]) / 0.08, -1, 1).astype(np.float32)
+            o, _, term, trunc, _ = env.step(a)
+            obs.append(o["observation"])
+            ag.append(o["achieved_goal"])
+            acts.append(a)
+            done = term or trunc
+        replay.add_episode(np.array(obs), np.array(ag), o["desired_goal"], np.array(acts))
+    return replay
+
+
+def test_bc_pretraining_clones_the_demonstrator() -> None:
+    """A few hundred BC steps on expert demos solve PointReach before any RL; an untrained actor
+    does not."""
+    spec = point_spec()
+    agent = SacHer(spec, toy_cfg(demos="unused", bc_pretrain=1))
+    demo = point_expert_replay(40)
+    b = demo.sample(5000, relabel=False)
+    agent.stats.update(agent.features(b.observation, b.achieved_goal, b.desired_goal))
+    agent.refresh_stats()
+    envs = LocalEnvs([PointReach] * 8)
+    before = evaluate(agent.deterministic, envs, 40, seed=3)["success_rate"]
+    loss = agent.pretrain_bc(demo, 600, 128)
+    after = evaluate(agent.deterministic, envs, 40, seed=3)["success_rate"]
+    assert before < 0.3 and after >= 0.8 and loss < 0.05, (before, after, loss)
+
+
+@pytest.mark.parametrize("bc_goals", ["recorded", "all"])
+def test_demo_rows_keep_their_recorded_goals_for_cloning(bc_goals: str) -> None:
+    agent = SacHer(point_spec(), toy_cfg(demos="unused", bc_goals=bc_goals))
+    replay, demo = point_expert_replay(5, seed=10), point_expert_replay(5)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_update = agent.update
+
+    def spy(batch):  # type: ignore[no-untyped-def]
+        seen.append((batch.is_demo.clone(), batch.x.clone()))
+        return real_update(batch)
+
+    agent.update = spy  # type: ignore[method-assign]
+    _update_block(agent, replay, demo, 3, 64, 32)
+    # the recorded goal of a demo row is its episode's goal; relabeled goals are points on the way
+    goals = demo.dg[: demo.n_episodes, 0]
+    cols = slice(6, 8)  # the features are [obs (4), ag (2), goal (2), ...]
+    recorded = []
+    for mask, x in seen:
+        assert not mask[:64].any() and mask[64:].all()  # RL rows are never cloned
+        g = x[64:, cols].numpy() * agent.std_t[cols].numpy() + agent.mean_t[cols].numpy()
+        recorded += list(np.abs(g[:, None] - goals[None]).max(-1).min(-1) < 1e-4)
+    if bc_goals == "recorded":
+        assert all(recorded)
+    else:
+        assert 0.05 < np.mean(recorded) < 0.5  # relabeled with probability k / (k + 1) = 0.8
+
+
+def test_critic_warmup_holds_the_actor_until_the_critics_have_learned() -> None:
+    from agent.her import Batch
+
+    agent = SacHer(point_spec(), toy_cfg(critic_warmup=3))
+    n = 32
+    batch = Batch(
+        torch.randn(n, agent.in_dim),
+        torch.rand(n, 2) * 2 - 1,
+        -torch.ones(n),
+        torch.randn(n, agent.in_dim),
+        torch.ones(n),
+        torch.zeros(n, dtype=torch.bool),  # no demo rows, so no BC either
+        torch.randn(n, agent.priv_dim),
+        torch.randn(n, agent.priv_dim),
+    )
+    actor0 = [p.clone() for p in agent.actor.parameters()]
+    critic0 = [p.clone() for p in agent.critic.parameters()]
+    for _ in range(3):
+        agent.update(batch)
+    assert all(torch.equal(a, b) for a, b in zip(actor0, agent.actor.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(critic0, agent.critic.parameters()))
+    agent.update(batch)
+    assert any(not torch.equal(a, b) for a, b in zip(actor0, agent.actor.parameters()))

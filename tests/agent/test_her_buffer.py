@@ -102,6 +102,16 @@ def test_sampling_is_uniform_over_transitions_not_episodes() -> None:
     assert abs((b.observation[:, 2] == 0).mean() - 1 / 20) < 0.01
 
 
+def test_sampling_without_relabeling_keeps_every_recorded_goal() -> None:
+    buf = make("future", k=4)
+    for i in range(3):
+        buf.add_episode(*line_episode(10, i, goal=(7.0, float(i))))
+    b = buf.sample(2000, relabel=False)
+    assert not b.relabeled.any() and (b.goal_t == -1).all()
+    np.testing.assert_array_equal(b.desired_goal, np.stack([np.full(2000, 7.0), b.episode], 1))
+    assert buf.sample(2000).relabeled.mean() > 0.7  # the default still relabels k/(k+1)
+
+
 def test_rewards_are_recomputed_with_compute_reward_once_per_batch() -> None:
     counting = CountingReward()
     buf = make("future", reward=counting)

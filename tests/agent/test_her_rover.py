@@ -143,6 +143,8 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
             total_steps=400,
             learning_starts=200,
             demos=str(data),
+            bc_pretrain=300,  # clone the demos first, then hold the actor for 50 critic steps
+            critic_warmup=50,
             eval_episodes=0,
             log_every=1e9,
             batch_size=64,
