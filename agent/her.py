@@ -39,9 +39,9 @@ divided by its mean |Q| (as in TD3+BC), so ``bc_weight`` weighs cloning against 
 the scale of the returns. ``bc_pretrain`` clones the demos before RL; the pretrained actor then
 collects the first data, keeps the demos' input statistics, and ``critic_warmup`` holds it back
 from the critics until they have learned its values. ``demo_restarts`` starts a share of the
-training episodes from states the demos visited (also Nair et al. 2018). ``near_starts`` is an exploration curriculum for push that needs no demos: a
-share of the episodes start with the robot near the box, facing it. Evaluation always uses the
-task's own random starts.
+training episodes from states the demos visited (also Nair et al. 2018). ``near_starts`` is an
+exploration curriculum for push that needs no demos: a share of the episodes start with the robot
+near the box, facing it. Evaluation always uses the task's own random starts.
 """
 
 from __future__ import annotations

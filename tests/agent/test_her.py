@@ -454,3 +454,20 @@ def test_critic_warmup_holds_the_actor_until_the_critics_have_learned() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(critic0, agent.critic.parameters()))
     agent.update(batch)
     assert any(not torch.equal(a, b) for a, b in zip(actor0, agent.actor.parameters()))
+
+
+def test_demo_options_resolve_and_bad_values_are_refused() -> None:
+    from hardware.errors import Sim2PiError
+
+    with_demos, without = HerConfig(demos="d"), HerConfig()
+    assert (with_demos.bc_pretrain, with_demos.critic_warmup) == (10_000, 20_000)
+    assert (without.bc_pretrain, without.critic_warmup) == (0, 0)
+    assert HerConfig(demos="d", bc_pretrain=0).critic_warmup == 0
+    for kw, match in (
+        ({"bc_pretrain": 100}, "needs --demos"),
+        ({"demos": "d", "bc_pretrain": -1}, "bc_pretrain must be >= 0"),
+        ({"critic_warmup": -5}, "critic_warmup must be >= 0"),
+        ({"bc_goals": "some"}, "'recorded' or 'all'"),
+    ):
+        with pytest.raises(Sim2PiError, match=match):
+            HerConfig(**kw)
