@@ -1,0 +1,117 @@
+"""How much RoverPush ground-truth success the robot's own sensing allows.
+
+Runs the scripted push expert twice on the same episodes:
+
+- **sensors**: as on the Pi, from odometry and the camera's box estimate; the episode ends when the
+  estimate is within 5 cm of the goal (the env's success);
+- **truth**: the same expert fed the twin's true pose and true box (box always "seen"); the episode
+  ends when the true box is within 5 cm.
+
+The gap between the two is what imperfect sensing costs: with sensors, a run's "success" is
+judged on an estimate whose error at the end is printed alongside. Usage:
+``python benchmarks/push_ceiling.py [--episodes 100] [--noise 0.0] [--no-append]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import append, load, median, table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SUCCESS = 0.05  # m, the task's success radius
+
+
+def truthful(obs: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``obs`` with the odometry pose and the box estimate replaced by the twin's ground truth."""
+    o = {k: v.copy() for k, v in obs.items()}
+    x, y, th = info["true_pose"]
+    bx, by = info["true_box"]
+    o["observation"][0:4] = [x, y, math.cos(th), math.sin(th)]
+    o["observation"][6:9] = [bx, by, 1.0]
+    o["achieved_goal"][:] = [bx, by]
+    return o
+
+
+def run(mode: str, episodes: int, noise: float) -> dict[str, float]:
+    import gymnasium as gym
+
+    import sim  # noqa: F401  (registers the envs)
+    from hardware.description import load_description
+    from sim.experts import make_expert
+
+    env = gym.make("sim2pi/RoverPush-v0").unwrapped
+    expert = make_expert("push", load_description("rover"), noise=noise, seed=0)
+    est_ok, true_ok, est_err, true_dist = [], [], [], []
+    for ep in range(episodes):
+        obs, info = env.reset(seed=1000 + ep)
+        expert.reset()
+        done = False
+        while not done:
+            o = truthful(obs, info) if mode == "truth" else obs
+            goal = obs["desired_goal"]
+            if mode == "truth" and np.linalg.norm(info["true_box"] - goal) < SUCCESS:
+                break  # the truth-fed expert ends on true success, as the sensing one on its own
+            obs, _, term, trunc, info = env.step(expert.noisy(expert.act(o, info)))
+            done = term or trunc
+        true_box = np.asarray(info["true_box"])
+        est_ok.append(float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]) < SUCCESS))
+        true_ok.append(float(np.linalg.norm(true_box - obs["desired_goal"]) < SUCCESS))
+        est_err.append(float(np.linalg.norm(obs["achieved_goal"] - true_box)))
+        true_dist.append(float(np.linalg.norm(true_box - obs["desired_goal"])))
+    env.close()
+    return {
+        "estimate": float(np.mean(est_ok)),
+        "truth": float(np.mean(true_ok)),
+        "est_err_cm": 100 * median(est_err),
+        "true_dist_cm": 100 * median(true_dist),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--noise", type=float, default=0.0, help="DART noise of the expert's actions")
+    ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
+    args = ap.parse_args()
+    load_before = load()
+    rows = []
+    for mode in ("sensors", "truth"):
+        r = run(mode, args.episodes, args.noise)
+        rows.append(
+            [
+                mode,
+                f"{r['estimate']:.0%}",
+                f"{r['truth']:.0%}",
+                f"{r['est_err_cm']:.1f}",
+                f"{r['true_dist_cm']:.1f}",
+            ]
+        )
+    body = (
+        f"RoverPush scripted expert, {args.episodes} episodes (seeds 1000+), action noise "
+        f"{args.noise:g}: fed the robot's sensors vs the twin's ground truth.\n\n"
+        + table(
+            [
+                "expert reads",
+                "success (estimate)",
+                "success (ground truth)",
+                "median |estimate - true box| at the end, cm",
+                "median true box-goal distance, cm",
+            ],
+            rows,
+        )
+    )
+    print(body)
+    if not args.no_append:
+        append("push ceiling", body, f"Load at start: {load_before}.")
+
+
+if __name__ == "__main__":
+    main()
