@@ -102,7 +102,7 @@ def main() -> None:
                 "expert reads",
                 "success (estimate)",
                 "success (ground truth)",
-                "median |estimate - true box| at the end, cm",
+                "median estimate error at the end, cm",
                 "median true box-goal distance, cm",
             ],
             rows,
