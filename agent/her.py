@@ -283,6 +283,7 @@ class SacHer:
         self.mean_t = torch.zeros(self.in_dim)
         self.std_t = torch.ones(self.in_dim)
         self.updates = 0
+        self.critic_warmup = int(cfg.critic_warmup or 0)  # None resolves in HerConfig
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -345,20 +346,22 @@ class SacHer:
         """The deployed action (``tanh`` of the mean), as :meth:`act` with ``deterministic``."""
         return self.act(obs, deterministic=True)
 
+    def inputs(self, obs: np.ndarray, ag: np.ndarray, goal: np.ndarray) -> Tensor:
+        """The actor's normalized, clipped input for a batch (also the critics' state input)."""
+        clip = self.cfg.norm_clip
+        return self.normalize(self.features(obs, ag, goal)).clamp_(-clip, clip)
+
     def to_batch(self, b: HerBatch, n_demo: int = 0) -> Batch:
         """Normalize and convert a numpy batch (its last ``n_demo`` rows are demonstrations)."""
-        x = self.features(b.observation, b.achieved_goal, b.desired_goal)
-        nx = self.features(b.next_observation, b.next_achieved_goal, b.desired_goal)
-        n = x.shape[0]
+        n = b.action.shape[0]
         is_demo = torch.zeros(n, dtype=torch.bool)
         if n_demo:
             is_demo[n - n_demo :] = True
-        clip = self.cfg.norm_clip
         return Batch(
-            x=self.normalize(x).clamp_(-clip, clip),
+            x=self.inputs(b.observation, b.achieved_goal, b.desired_goal),
             action=torch.from_numpy(np.ascontiguousarray(b.action)),
             reward=torch.from_numpy(b.reward),
-            next_x=self.normalize(nx).clamp_(-clip, clip),
+            next_x=self.inputs(b.next_observation, b.next_achieved_goal, b.desired_goal),
             not_done=torch.from_numpy(1.0 - b.terminated),
             is_demo=is_demo,
             priv=self.privileged_features(b.true_achieved_goal, b.desired_goal),
@@ -385,7 +388,7 @@ class SacHer:
         actor_loss = (alpha * logp - q_pi).mean()
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
         bc_rows = cfg.bc_weight > 0 and bool(batch.is_demo.any())
-        if self.updates < (cfg.critic_warmup or 0):
+        if self.updates < self.critic_warmup:
             loss = critic_loss  # the actor waits for the critics (it may still clone, below)
         elif bc_rows:
             # TD3+BC's scaling: the critic term in units of the batch's mean |Q|, so the BC weight
@@ -400,7 +403,7 @@ class SacHer:
             d = batch.is_demo
             mean_a = head.decode(feat[d])
             a_demo = batch.action[d]
-            if cfg.q_filter and self.updates >= (cfg.critic_warmup or 0):  # after the warm-up
+            if cfg.q_filter and self.updates >= self.critic_warmup:  # after the warm-up
                 with torch.no_grad():
                     xd = batch.x[d]
                     pd = None if batch.priv is None else batch.priv[d]
@@ -438,8 +441,10 @@ class SacHer:
         opt = torch.optim.Adam(params, lr=self.cfg.lr)
         loss = torch.zeros(())
         for _ in range(steps):
-            b = self.to_batch(demo.sample(batch_size, relabel=False))
-            loss = ((self.head.decode(self.actor.trunk(b.x)) - b.action) ** 2).sum(-1).mean()
+            b = demo.sample(batch_size, relabel=False)
+            x = self.inputs(b.observation, b.achieved_goal, b.desired_goal)
+            a_demo = torch.from_numpy(np.ascontiguousarray(b.action))
+            loss = ((self.head.decode(self.actor.trunk(x)) - a_demo) ** 2).sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -795,16 +800,15 @@ def train(
         truth = cfg.reward_on == "truth"
         obs = envs.reset(seed=cfg.seed + start_steps)
         stager.start(obs.observation, obs.achieved_goal, obs.truth if truth else None)
-        # a pretrained actor keeps the demos' input statistics: shifting them would change the
-        # function it has learned
-        track_stats = not has_run and not pretrained
-        if track_stats:
+        # A fresh actor (neither resumed nor pretrained) explores at random at first, and its input
+        # statistics follow the data. A resumed or pretrained one collects from the first step and
+        # keeps its statistics: shifting them would change the function it has learned.
+        fresh = not has_run and not pretrained
+        if fresh:
             agent.stats.update(agent.features(obs.observation, obs.achieved_goal, obs.desired_goal))
             agent.refresh_stats()
 
         history: list[dict[str, float]] = []
-        # a resumed or pretrained actor collects from the first step
-        random_warmup = not has_run and not pretrained
         budget = cfg.minutes * 60.0
         env_steps, credit = start_steps, 0.0
         train_time, eval_time = 0.0, 0.0
@@ -820,7 +824,7 @@ def train(
             if now >= budget:
                 break
             eps = noise.step()
-            if random_warmup and env_steps < cfg.learning_starts:
+            if fresh and env_steps < cfg.learning_starts:
                 actions = np.tanh(eps).astype(np.float32)
             else:
                 actions = agent.act(obs, deterministic=False, noise=eps)
@@ -848,14 +852,14 @@ def train(
                 r.final_true_achieved_goal if truth else None,
             ):
                 replay.add_episode(*ep)
-                if track_stats and agent.updates < 20_000:  # they settle early; stop paying later
+                if fresh and agent.updates < 20_000:  # they settle early; stop paying later
                     o, a_g, d_g, _, _ = ep
                     agent.stats.update(agent.features(o[:-1], a_g[:-1], d_g))
             if done.any():
                 noise.reset(done)
                 recent_success += r.success[done].astype(float).tolist()
                 recent_success = recent_success[-100:]
-                if track_stats and agent.updates < 20_000:
+                if fresh and agent.updates < 20_000:
                     agent.refresh_stats()
             obs = r.obs
             env_steps += cfg.envs
