@@ -8,6 +8,16 @@ and its actor is a squashed Gaussian whose deterministic output ``tanh(mean)`` i
 exports like any GC-BC policy. TD3's cheaper delayed actor update is matched here by fusing the
 critic, actor and temperature updates into one backward pass and one optimizer step.
 
+The discrete actor (``actor="discrete"``, for learning from demos): one policy per wheel over
+``bins`` duty levels, autoregressive as in GC-BC's discrete head, so it clones the push expert's
+switches between driving round the box and pushing it (a single Gaussian averages them: cloned, it
+scored 30-40 % where the bins score 95 %). It cannot be trained through the critic with the
+reparameterization trick, so its actor loss is critic-regularized regression (CRR, Wang et al.
+2020, binary filter): the NLL of each batch action whose Q beats the actor's own value (the mean Q
+of ``crr_samples`` actions drawn from it). That only ever moves the policy towards actions seen in
+the buffer, demos included, which is what keeps a cloned start from being worn down. It explores
+by drawing its bins; it has no entropy temperature.
+
 Reads top to bottom: :class:`HerConfig` → networks (the actor is an ``agent.policies.Policy``; the
 twin critics are one batched ensemble) → :class:`SacHer` (the update) → :func:`train` (the loop).
 
@@ -73,6 +83,7 @@ from agent.her_envs import (
 from agent.policies import (
     EGO_PREFIX,
     GOAL_DELTA,
+    DiscreteHead,
     Policy,
     PolicyConfig,
     TanhGaussianHead,
@@ -98,17 +109,25 @@ log = logging.getLogger(__name__)
 # Networks
 
 
-def make_actor(spec: Spec, hidden: Sequence[int], egocentric: bool = True) -> Policy:
-    """The SAC actor: a ``tanh_gaussian`` :class:`~agent.policies.Policy` (history 1)."""
+def make_actor(
+    spec: Spec,
+    hidden: Sequence[int],
+    egocentric: bool = True,
+    head: str = "gaussian",
+    bins: int = 21,
+) -> Policy:
+    """The actor: a :class:`~agent.policies.Policy` (history 1) with a ``tanh_gaussian`` head
+    (SAC) or, with ``head="discrete"``, GC-BC's autoregressive per-wheel bins."""
     return Policy(
         spec,
         PolicyConfig(
             arch="mlp",
-            head="tanh_gaussian",
+            head="discrete" if head == "discrete" else "tanh_gaussian",
             history=1,
             hidden=tuple(hidden),
             goal_delta=True,
             egocentric=egocentric,
+            bins=bins,
         ),
     )
 
@@ -207,6 +226,7 @@ class Batch(NamedTuple):
     is_demo: Tensor  # [B] bool
     priv: Tensor | None = None  # [B, 2 * goal_dim]: critic-only ground truth (normalized)
     next_priv: Tensor | None = None
+    relabeled: Tensor | None = None  # [B] bool: the goal is a hindsight one
 
 
 def _cat(*parts: Tensor | None) -> Tensor:
@@ -234,15 +254,16 @@ class SacHer:
         self.obs_dim = spec.observation["observation"].dim
         self.goal_dim = spec.observation["desired_goal"].dim
         self.act_dim = spec.action.dim
-        self.actor = make_actor(spec, cfg.hidden, cfg.egocentric)
+        self.actor = make_actor(spec, cfg.hidden, cfg.egocentric, cfg.actor, cfg.bins)
         self.layout = list(self.actor.stat_keys)  # input order of the actor's features
         expected = ["observation", "achieved_goal", "desired_goal", GOAL_DELTA]
         if self.layout[:4] != expected or not set(self.layout[4:]) <= set(EGO_KEYS):
             raise Sim2PiError(f"unexpected policy inputs {self.layout}; SAC+HER expects {expected}")
         self.ego = pose_index(spec) if len(self.layout) > 4 else None
         head = self.actor.head
-        assert isinstance(head, TanhGaussianHead)
-        self.head: TanhGaussianHead = head
+        assert isinstance(head, (TanhGaussianHead, DiscreteHead))
+        self.head: TanhGaussianHead | DiscreteHead = head
+        self.discrete = isinstance(head, DiscreteHead)
         dims = input_dims(spec, self.actor.config)
         self.cuts = np.cumsum([0] + [dims[k] for k in self.layout])
         self.in_dim = int(self.cuts[-1])  # obs, ag, goal, goal - ag[, goal and ag in robot frame]
@@ -330,12 +351,12 @@ class SacHer:
 
         Sampled actions are ``tanh(mean + std * noise)``; ``noise`` [N, A] defaults to fresh
         standard normal draws (SAC's own sampling), or pass temporally correlated noise
-        (:class:`ColoredNoise`)."""
+        (:class:`ColoredNoise`). The discrete actor draws its bins and ignores ``noise``."""
         x = self.normalize(self.features(obs.observation, obs.achieved_goal, obs.desired_goal))
         feat = self.actor.trunk(x)
         if deterministic:
             u = self.head.decode(feat)
-        elif noise is not None:
+        elif noise is not None and isinstance(self.head, TanhGaussianHead):
             mean, log_std = self.head.params(feat)
             u = torch.tanh(mean + log_std.exp() * torch.from_numpy(noise.astype(np.float32)))
         else:
@@ -366,15 +387,18 @@ class SacHer:
             is_demo=is_demo,
             priv=self.privileged_features(b.true_achieved_goal, b.desired_goal),
             next_priv=self.privileged_features(b.next_true_achieved_goal, b.desired_goal),
+            relabeled=torch.from_numpy(np.asarray(b.relabeled, bool)),
         )
 
     # -- the update -----------------------------------------------------------------------------
 
     def update(self, batch: Batch) -> dict[str, float]:
-        """One fused SAC step (critics, actor with optional Q-filtered BC, temperature)."""
+        """One fused step: the critics, the actor (SAC's loss, or CRR's for the discrete actor)
+        with the optional behaviour cloning of demo rows, and SAC's temperature."""
         cfg = self.cfg
         actor, head = self.actor, self.head
-        alpha = self.log_alpha.exp().detach()
+        # the discrete actor is not entropy-regularized: it explores by drawing its bins
+        alpha = torch.zeros(()) if self.discrete else self.log_alpha.exp().detach()
         with torch.no_grad():
             na, nlogp = head.sample(actor.trunk(batch.next_x))
             nq = self.critic_target(_cat(batch.next_x, batch.next_priv, na)).min(0).values
@@ -383,39 +407,37 @@ class SacHer:
         critic_loss = ((q - target) ** 2).mean(1).sum()
 
         feat = actor.trunk(batch.x)
-        a_pi, logp = head.sample(feat)
-        q_pi = self.critic(_cat(batch.x, batch.priv, a_pi), detach=True).min(0).values
-        actor_loss = (alpha * logp - q_pi).mean()
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        warm = self.updates < self.critic_warmup  # the actor waits for the critics (may clone)
         bc_rows = cfg.bc_weight > 0 and bool(batch.is_demo.any())
-        if self.updates < self.critic_warmup:
-            loss = critic_loss  # the actor waits for the critics (it may still clone, below)
-        elif bc_rows:
-            # TD3+BC's scaling: the critic term in units of the batch's mean |Q|, so the BC weight
-            # means the same whatever the scale of the returns
-            loss = (
-                critic_loss + actor_loss / q_pi.abs().mean().detach().clamp(min=1e-3) + alpha_loss
-            )
+        out: dict[str, float] = {}
+        if isinstance(head, DiscreteHead):
+            actor_loss, nll, kept, entropy = self._crr_loss(batch, feat, q.detach().min(0).values)
+            loss = critic_loss if warm else critic_loss + actor_loss
+            out["charts/crr_kept"] = kept
+            if bc_rows:
+                bc = nll[batch.is_demo].mean()
+                loss = loss + cfg.bc_weight * bc
+                out["losses/bc"] = float(bc.detach())
         else:
-            loss = critic_loss + actor_loss + alpha_loss
-        out = {}
-        if bc_rows:
-            d = batch.is_demo
-            mean_a = head.decode(feat[d])
-            a_demo = batch.action[d]
-            if cfg.q_filter and self.updates >= self.critic_warmup:  # after the warm-up
-                with torch.no_grad():
-                    xd = batch.x[d]
-                    pd = None if batch.priv is None else batch.priv[d]
-                    q_demo = self.critic(_cat(xd, pd, a_demo)).min(0).values
-                    q_mean = self.critic(_cat(xd, pd, mean_a.detach())).min(0).values
-                    keep = (q_demo > q_mean).float()
+            a_pi, logp = head.sample(feat)
+            q_pi = self.critic(_cat(batch.x, batch.priv, a_pi), detach=True).min(0).values
+            actor_loss = (alpha * logp - q_pi).mean()
+            alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+            entropy = float(-logp.detach().mean())
+            if warm:
+                loss = critic_loss
+            elif bc_rows:
+                # TD3+BC's scaling: the critic term in units of the batch's mean |Q|, so the BC
+                # weight means the same whatever the scale of the returns
+                scale = q_pi.abs().mean().detach().clamp(min=1e-3)
+                loss = critic_loss + actor_loss / scale + alpha_loss
             else:
-                keep = torch.ones(a_demo.shape[0])
-            bc = (keep * ((mean_a - a_demo) ** 2).sum(-1)).sum() / keep.sum().clamp(min=1.0)
-            loss = loss + cfg.bc_weight * bc
-            out["losses/bc"] = float(bc.detach())
-            out["charts/q_filter_kept"] = float(keep.mean())
+                loss = critic_loss + actor_loss + alpha_loss
+            if bc_rows:
+                bc, kept = self._gaussian_bc(batch, feat, head, warm)
+                loss = loss + cfg.bc_weight * bc
+                out["losses/bc"] = float(bc.detach())
+                out["charts/q_filter_kept"] = kept
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -426,16 +448,55 @@ class SacHer:
             {
                 "losses/critic": float(critic_loss.detach()),
                 "losses/actor": float(actor_loss.detach()),
-                "losses/alpha": float(self.log_alpha.detach().exp()),
+                "losses/alpha": float(alpha if self.discrete else self.log_alpha.detach().exp()),
                 "losses/q": float(q.detach().mean()),
-                "losses/entropy": float(-logp.detach().mean()),
+                "losses/entropy": entropy,
             }
         )
         return out
 
+    def _gaussian_bc(
+        self, batch: Batch, feat: Tensor, head: TanhGaussianHead, warm: bool
+    ) -> tuple[Tensor, float]:
+        """Squared error of the deterministic action on the demo rows, optionally Q-filtered
+        (after the warm-up); returns the loss and the share of rows kept."""
+        d = batch.is_demo
+        mean_a = head.decode(feat[d])
+        a_demo = batch.action[d]
+        if self.cfg.q_filter and not warm:
+            with torch.no_grad():
+                xd = batch.x[d]
+                pd = None if batch.priv is None else batch.priv[d]
+                q_demo = self.critic(_cat(xd, pd, a_demo)).min(0).values
+                q_mean = self.critic(_cat(xd, pd, mean_a.detach())).min(0).values
+                keep = (q_demo > q_mean).float()
+        else:
+            keep = torch.ones(a_demo.shape[0])
+        bc = (keep * ((mean_a - a_demo) ** 2).sum(-1)).sum() / keep.sum().clamp(min=1.0)
+        return bc, float(keep.mean())
+
+    def _crr_loss(
+        self, batch: Batch, feat: Tensor, q_data: Tensor
+    ) -> tuple[Tensor, Tensor, float, float]:
+        """Critic-regularized regression with the binary filter (Wang et al. 2020): the NLL of
+        the batch actions whose value beats the actor's own, V(s) = the mean Q of ``crr_samples``
+        actions drawn from it; with ``crr_goals="real"`` only on rows whose goal is not a
+        hindsight one. Returns (loss, per-row NLL, share kept, entropy estimate)."""
+        assert isinstance(self.head, DiscreteHead)
+        m = self.cfg.crr_samples
+        with torch.no_grad():
+            a, logp = self.head.sample(feat.detach().repeat(m, 1))
+            priv = None if batch.priv is None else batch.priv.repeat(m, 1)
+            qa = self.critic(_cat(batch.x.repeat(m, 1), priv, a)).min(0).values
+            keep = (q_data > qa.view(m, -1).mean(0)).float()
+            if self.cfg.crr_goals == "real" and batch.relabeled is not None:
+                keep = keep * (~batch.relabeled).float()
+        nll = self.head.nll(feat, batch.action)
+        return (keep * nll).mean(), nll, float(keep.mean()), float(-logp.mean())
+
     def pretrain_bc(self, demo: EpisodeReplay, steps: int, batch_size: int) -> float:
         """``steps`` gradient steps of behaviour cloning (squared error of the deterministic
-        action) on demo transitions with their recorded goals; returns the last loss. Uses its own
+        action; for the discrete actor the NLL of the demo action's bins) on demo transitions with their recorded goals; returns the last loss. Uses its own
         Adam, so RL starts with fresh optimizer moments."""
         params = list(self.actor.trunk.parameters()) + list(self.actor.head.parameters())
         opt = torch.optim.Adam(params, lr=self.cfg.lr)
@@ -444,7 +505,11 @@ class SacHer:
             b = demo.sample(batch_size, relabel=False)
             x = self.inputs(b.observation, b.achieved_goal, b.desired_goal)
             a_demo = torch.from_numpy(np.ascontiguousarray(b.action))
-            loss = ((self.head.decode(self.actor.trunk(x)) - a_demo) ** 2).sum(-1).mean()
+            feat = self.actor.trunk(x)
+            if isinstance(self.head, DiscreteHead):
+                loss = self.head.nll(feat, a_demo).mean()
+            else:
+                loss = ((self.head.decode(feat) - a_demo) ** 2).sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -1039,6 +1104,7 @@ def _update_block(
                 is_demo,
                 None if full.priv is None else full.priv[s],
                 None if full.next_priv is None else full.next_priv[s],
+                None if full.relabeled is None else full.relabeled[s],
             )
         )
     return losses

@@ -50,6 +50,24 @@ class HerConfig:
         "also feed the goal and the achieved goal in the robot frame (tasks with an odometry "
         "pose); the same input GC-BC uses",
     )
+    actor: str = _f(
+        "gaussian",
+        "actor head: gaussian (SAC's squashed Gaussian, entropy-regularized) | discrete (each "
+        "wheel categorical over --bins, autoregressive like GC-BC's discrete head, improved by "
+        "advantage-filtered regression, CRR: clone the batch actions the critics rate above the "
+        "actor's own). A Gaussian averages the push expert's switches between driving around the "
+        "box and pushing it; bins keep one of them. Made for --demos",
+    )
+    bins: int = _f(21, "bins per wheel of the discrete actor")
+    crr_samples: int = _f(
+        4, "discrete actor: actions drawn from it per state to estimate its value V(s)"
+    )
+    crr_goals: str = _f(
+        "real",
+        "discrete actor: the batch rows its CRR loss clones from: real (goals the episode was "
+        "given; demos keep theirs) | all (hindsight goals too: the actions were not aimed at them, "
+        "and cloning them cost GC-BC 95 -> 75 % on push)",
+    )
     noise_rho: float = _f(
         0.9,
         "temporal correlation of the exploration noise: the Gaussian noise of SAC's sampled "
@@ -154,6 +172,19 @@ class HerConfig:
             raise Sim2PiError(
                 "near_starts must be in [0, 1] and near_starts + demo_restarts <= 1, got "
                 f"{self.near_starts} and {self.demo_restarts}"
+            )
+        if self.actor not in ("gaussian", "discrete"):
+            raise Sim2PiError(f"actor must be 'gaussian' or 'discrete', got {self.actor!r}")
+        if self.bins < 2 or self.crr_samples < 1:
+            raise Sim2PiError(
+                f"bins must be >= 2 and crr_samples >= 1, got {self.bins} and {self.crr_samples}"
+            )
+        if self.crr_goals not in ("real", "all"):
+            raise Sim2PiError(f"crr_goals must be 'real' or 'all', got {self.crr_goals!r}")
+        if self.actor == "discrete" and self.q_filter:
+            raise Sim2PiError(
+                "--q-filter is for the gaussian actor; the discrete actor's CRR loss already "
+                "clones only actions the critics rate above its own"
             )
         if self.bc_goals not in ("recorded", "all"):
             raise Sim2PiError(f"bc_goals must be 'recorded' or 'all', got {self.bc_goals!r}")

@@ -193,6 +193,19 @@ class DiscreteHead(Head):
             F.cross_entropy(lg, target[:, i], reduction="none") for i, lg in enumerate(logits)
         )  # type: ignore[return-value]
 
+    def sample(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        """Bins drawn autoregressively: (bin centres [B, D], log-prob of the draw [B])."""
+        lg = self.first(feat)
+        chosen = [torch.multinomial(F.softmax(lg, -1), 1).squeeze(-1)]
+        logp = F.log_softmax(lg, -1).gather(1, chosen[-1][:, None]).squeeze(1)
+        ctx = [feat]
+        for i in range(self.d - 1):
+            ctx.append(self.embeds[i](chosen[-1]))
+            lg = self.rest[i](torch.cat(ctx, dim=-1))
+            chosen.append(torch.multinomial(F.softmax(lg, -1), 1).squeeze(-1))
+            logp = logp + F.log_softmax(lg, -1).gather(1, chosen[-1][:, None]).squeeze(1)
+        return self.centers[torch.stack(chosen, dim=-1)], logp
+
     def decode(self, feat: Tensor) -> Tensor:
         chosen = [torch.argmax(self.first(feat), dim=-1)]
         ctx = [feat]
@@ -376,9 +389,13 @@ class Policy(nn.Module):
         return self.head.nll(self.features(obs), self.normalize_action(action))
 
     def sample(self, obs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """(action in spec units [B, D], log-prob [B]); only for ``head='tanh_gaussian'``."""
+        """(action in spec units [B, D], log-prob [B]); for ``head='tanh_gaussian'`` (a density)
+        and ``head='discrete'`` (the probability of the drawn bins)."""
+        if isinstance(self.head, DiscreteHead):
+            u, logp = self.head.sample(self.features(obs))
+            return self.unnormalize_action(u), logp
         if not isinstance(self.head, TanhGaussianHead):
-            raise Sim2PiError("Policy.sample needs head='tanh_gaussian'")
+            raise Sim2PiError("Policy.sample needs head='tanh_gaussian' or 'discrete'")
         u, logp = self.head.sample(self.features(obs))
         # Affine scaling to [low, high] changes the density by a constant Jacobian.
         scale = 0.5 * (self.action_high - self.action_low)

@@ -276,6 +276,12 @@ def main() -> None:
         default=0.5,
         help="demo run: share of episodes restarted from demo states (HerConfig.demo_restarts)",
     )
+    ap.add_argument(
+        "--push-actor",
+        choices=("gaussian", "discrete"),
+        default="discrete",
+        help="demo run: the actor head (HerConfig.actor); the no-demo run stays SAC's gaussian",
+    )
     ap.add_argument("--demo-dir", type=Path, default=None, help="reuse/keep recorded demos here")
     ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
@@ -372,8 +378,13 @@ def main() -> None:
                 {"near_starts": args.push_near_starts},
             ),
             "demos": (
-                f"{args.push_demos} demos, restarts {args.push_demo_restarts:g}",
-                {"demos": str(demos), "demo_restarts": args.push_demo_restarts},
+                f"{args.push_demos} demos, {args.push_actor} actor, restarts "
+                f"{args.push_demo_restarts:g}",
+                {
+                    "demos": str(demos),
+                    "demo_restarts": args.push_demo_restarts,
+                    "actor": args.push_actor,
+                },
             ),
         }
         push_runs = [
@@ -421,7 +432,7 @@ def main() -> None:
         "interleaved ratio less so. Ours: agent.her defaults (8 envs in 1 worker process, "
         "utd 0.5, batch 256, 128x128, gamma 0.98, rewards on the twin's ground truth with a "
         "privileged critic; with demos: 10k BC pretraining steps, 20k critic warm-up steps, "
-        "BC weight 10, no Q-filter). SB3: rl-zoo FetchReach SAC settings (rewards on the estimate), "
+        "BC weight 10, no Q-filter; the discrete actor learns by CRR). SB3: rl-zoo FetchReach SAC settings (rewards on the estimate), "
         "torch.set_num_threads(1) for both. Reach time to target is judged on the estimate "
         "(odometry) for both, as the env judges it."
     )

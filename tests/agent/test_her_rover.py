@@ -30,12 +30,16 @@ def sim2pi(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def reach_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    """A briefly trained reach run (not a good policy: for format and plumbing tests)."""
+@pytest.fixture(scope="module", params=["gaussian", "discrete"])
+def reach_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, object]:
+    """A briefly trained reach run (not a good policy: for format and plumbing tests), with
+    either actor head."""
     out = tmp_path_factory.mktemp("her") / "run"
     cfg = HerConfig(
         task="reach",
+        actor=request.param,
         envs=4,
         workers=0,
         total_steps=1600,
