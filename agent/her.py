@@ -411,9 +411,12 @@ class SacHer:
         bc_rows = cfg.bc_weight > 0 and bool(batch.is_demo.any())
         out: dict[str, float] = {}
         if isinstance(head, DiscreteHead):
-            actor_loss, nll, kept, entropy = self._crr_loss(batch, feat, q.detach().min(0).values)
-            loss = critic_loss if warm else critic_loss + actor_loss
-            out["charts/crr_kept"] = kept
+            nll = head.nll(feat, batch.action)
+            actor_loss, entropy = torch.zeros(()), float("nan")
+            if not warm:
+                actor_loss, kept, entropy = self._crr_loss(batch, feat, q.detach(), nll)
+                out["charts/crr_kept"] = kept
+            loss = critic_loss + actor_loss
             if bc_rows:
                 bc = nll[batch.is_demo].mean()
                 loss = loss + cfg.bc_weight * bc
@@ -476,28 +479,29 @@ class SacHer:
         return bc, float(keep.mean())
 
     def _crr_loss(
-        self, batch: Batch, feat: Tensor, q_data: Tensor
-    ) -> tuple[Tensor, Tensor, float, float]:
+        self, batch: Batch, feat: Tensor, q_data: Tensor, nll: Tensor
+    ) -> tuple[Tensor, float, float]:
         """Critic-regularized regression with the binary filter (Wang et al. 2020): the NLL of
         the batch actions whose value beats the actor's own, V(s) = the mean Q of ``crr_samples``
         actions drawn from it; with ``crr_goals="real"`` only on rows whose goal is not a
-        hindsight one. Returns (loss, per-row NLL, share kept, entropy estimate)."""
+        hindsight one. ``q_data``: the critics' [n, B] Q of the batch actions; ``nll``: the
+        actor's [B] NLL of them. Returns (loss, share of rows kept, entropy estimate)."""
         assert isinstance(self.head, DiscreteHead)
         m = self.cfg.crr_samples
         with torch.no_grad():
             a, logp = self.head.sample(feat.detach().repeat(m, 1))
             priv = None if batch.priv is None else batch.priv.repeat(m, 1)
             qa = self.critic(_cat(batch.x.repeat(m, 1), priv, a)).min(0).values
-            keep = (q_data > qa.view(m, -1).mean(0)).float()
+            keep = (q_data.min(0).values > qa.view(m, -1).mean(0)).float()
             if self.cfg.crr_goals == "real" and batch.relabeled is not None:
                 keep = keep * (~batch.relabeled).float()
-        nll = self.head.nll(feat, batch.action)
-        return (keep * nll).mean(), nll, float(keep.mean()), float(-logp.mean())
+        return (keep * nll).mean(), float(keep.mean()), float(-logp.mean())
 
     def pretrain_bc(self, demo: EpisodeReplay, steps: int, batch_size: int) -> float:
         """``steps`` gradient steps of behaviour cloning (squared error of the deterministic
-        action; for the discrete actor the NLL of the demo action's bins) on demo transitions with their recorded goals; returns the last loss. Uses its own
-        Adam, so RL starts with fresh optimizer moments."""
+        action; for the discrete actor the NLL of the demo action's bins) on demo transitions
+        with their recorded goals; returns the last loss. Uses its own Adam, so RL starts with
+        fresh optimizer moments."""
         params = list(self.actor.trunk.parameters()) + list(self.actor.head.parameters())
         opt = torch.optim.Adam(params, lr=self.cfg.lr)
         loss = torch.zeros(())

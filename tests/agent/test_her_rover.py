@@ -102,7 +102,8 @@ def test_export_parity_and_twin_runtime_smoke(reach_run, tmp_path: Path) -> None
     assert report.exists()
 
 
-def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
+@pytest.mark.parametrize("actor", ["gaussian", "discrete"])
+def test_demos_from_a_recorded_dataset(tmp_path: Path, actor: str) -> None:
     data = tmp_path / "demos"
     r = sim2pi(
         "record",
@@ -138,10 +139,11 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
     # transitions is close, and relabeled samples are successes at the right rate
     b = replay.sample(4000)
     assert (b.reward[b.relabeled & (b.goal_t == b.t + 1)] == 0).all()
-    # a short training run with demos mixed into every batch runs through
+    # a short training run with demos mixed into every batch runs through, with either actor
     res = train(
         HerConfig(
             task="reach",
+            actor=actor,
             envs=2,
             workers=0,
             total_steps=400,
@@ -155,6 +157,7 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path) -> None:
         )
     )
     assert res.updates > 0
+    assert res.agent.discrete == (actor == "discrete")
 
 
 @pytest.mark.expensive
