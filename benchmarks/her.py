@@ -8,12 +8,16 @@ load hits both alike). Both are evaluated the same way — every ``--eval-every`
 excludes evaluation. Time to target = training wall clock at the first evaluation >= 95 %.
 
 Push: ``--push-minutes M`` trains ours for M minutes without and with demos (``--push-demos N``
-scripted-expert episodes recorded with ``sim2pi record``) and prints both curves; the target is
+clean scripted-expert episodes recorded with ``sim2pi record``; the demo run uses
+``--push-actor``, discrete by default) and prints both curves; the target is
 >= 90 % within an hour, so a short run reports the curve and how far it got.
 
     python benchmarks/her.py                          # reach, 3 seeds, SB3 up to 15 min each
     python benchmarks/her.py --seeds 0 --sb3-minutes 5 --push-minutes 10
     python benchmarks/her.py --only push --push-minutes 60   # the full push target
+    # the demo run as measured in RESULTS.md (discrete actor, 200 clean demos, wider networks):
+    python benchmarks/her.py --only push --push-runs demos --push-minutes 60 --push-demos 200 \
+        --push-demo-restarts 0 --push-set hidden=256,256 --push-set bc_pretrain=20000
 """
 
 from __future__ import annotations
