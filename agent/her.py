@@ -451,7 +451,7 @@ class SacHer:
             {
                 "losses/critic": float(critic_loss.detach()),
                 "losses/actor": float(actor_loss.detach()),
-                "losses/alpha": float(alpha if self.discrete else self.log_alpha.detach().exp()),
+                "losses/alpha": float(alpha),
                 "losses/q": float(q.detach().mean()),
                 "losses/entropy": entropy,
             }

@@ -15,6 +15,15 @@ def _f(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
+# the string fields with a fixed set of values (checked in HerConfig.__post_init__)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "actor": ("gaussian", "discrete"),
+    "reward_on": ("truth", "estimate"),
+    "bc_goals": ("recorded", "all"),
+    "crr_goals": ("real", "all"),
+}
+
+
 @dataclass
 class HerConfig:
     """SAC+HER training settings. Every field is a ``sim2pi train her`` option."""
@@ -156,6 +165,12 @@ class HerConfig:
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        for name, options in CHOICES.items():
+            if getattr(self, name) not in options:
+                raise Sim2PiError(
+                    f"{name} must be {' or '.join(repr(o) for o in options)}, "
+                    f"got {getattr(self, name)!r}"
+                )
         if self.envs < 1:
             raise Sim2PiError(f"--envs must be >= 1, got {self.envs}")
         if not 0.0 < self.gamma < 1.0:
@@ -173,21 +188,15 @@ class HerConfig:
                 "near_starts must be in [0, 1] and near_starts + demo_restarts <= 1, got "
                 f"{self.near_starts} and {self.demo_restarts}"
             )
-        if self.actor not in ("gaussian", "discrete"):
-            raise Sim2PiError(f"actor must be 'gaussian' or 'discrete', got {self.actor!r}")
         if self.bins < 2 or self.crr_samples < 1:
             raise Sim2PiError(
                 f"bins must be >= 2 and crr_samples >= 1, got {self.bins} and {self.crr_samples}"
             )
-        if self.crr_goals not in ("real", "all"):
-            raise Sim2PiError(f"crr_goals must be 'real' or 'all', got {self.crr_goals!r}")
         if self.actor == "discrete" and self.q_filter:
             raise Sim2PiError(
                 "--q-filter is for the gaussian actor; the discrete actor's CRR loss already "
                 "clones only actions the critics rate above its own"
             )
-        if self.bc_goals not in ("recorded", "all"):
-            raise Sim2PiError(f"bc_goals must be 'recorded' or 'all', got {self.bc_goals!r}")
         if self.bc_pretrain is None:
             self.bc_pretrain = 10_000 if self.demos else 0
         if self.critic_warmup is None:
@@ -204,8 +213,6 @@ class HerConfig:
             raise Sim2PiError("--demo-restarts needs --demos DIR (the states to restart from)")
         if not 0.0 <= self.noise_rho < 1.0:
             raise Sim2PiError(f"noise_rho must be in [0, 1), got {self.noise_rho}")
-        if self.reward_on not in ("truth", "estimate"):
-            raise Sim2PiError(f"reward_on must be 'truth' or 'estimate', got {self.reward_on!r}")
         if self.target_success is not None and not 0 < self.target_success <= 1:
             raise Sim2PiError("target_success must be in (0, 1]")
 

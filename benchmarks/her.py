@@ -64,6 +64,36 @@ class Run:
     def steps_per_s(self) -> float:
         return self.env_steps / max(self.train_seconds, 1e-9)
 
+    @classmethod
+    def judged(
+        cls,
+        method: str,
+        seed: int,
+        train_seconds: float,
+        env_steps: int,
+        curve: list[tuple[float, int, float, float]],
+        col: int,
+        target: float | None,
+    ) -> Run:
+        """A run whose time to target and best success are read from ``curve`` column ``col``."""
+        run = cls(method, seed, None, None, train_seconds, env_steps, 0.0, curve)
+        hit = run.first_at(col, target) if target is not None else None
+        run.best_success = run.best(col)
+        if hit is not None:
+            run.time_to_target, run.steps_to_target = hit[0], hit[1]
+        return run
+
+    def first_at(self, col: int, target: float) -> tuple[float, int, float, float] | None:
+        """The first curve point whose success in column ``col`` (2: estimate, 3: ground truth)
+        reaches ``target``."""
+        return next((c for c in self.curve if c[col] >= target), None)
+
+    def best(self, col: int) -> float:
+        return max((c[col] for c in self.curve), default=0.0)
+
+    def median(self, col: int) -> float:
+        return float(np.median([c[col] for c in self.curve])) if self.curve else 0.0
+
 
 def run_ours(
     seed: int,
@@ -103,17 +133,7 @@ def run_ours(
         for h in res.history
     ]
     col = 2 if judge == "estimate" else 3
-    hit = next((c for c in curve if target is not None and c[col] >= target), None)
-    return Run(
-        label,
-        seed,
-        hit[0] if hit else None,
-        hit[1] if hit else None,
-        res.train_seconds,
-        res.env_steps,
-        max((c[col] for c in curve), default=0.0),
-        curve,
-    )
+    return Run.judged(label, seed, res.train_seconds, res.env_steps, curve, col, target)
 
 
 def run_sb3(seed: int, minutes: float, eval_every: int, eval_episodes: int, target: float) -> Run:
@@ -206,40 +226,31 @@ def run_sb3(seed: int, minutes: float, eval_every: int, eval_episodes: int, targ
     finally:
         eval_envs.close()
         venv.close()
-    hit = next((c for c in curve if c[2] >= target), None)
-    return Run(
-        "sb3",
-        seed,
-        hit[0] if hit else None,
-        hit[1] if hit else None,
-        cb.now(),
-        int(model.num_timesteps),
-        max((c[2] for c in curve), default=0.0),
-        curve,
-    )
+    return Run.judged("sb3", seed, cb.now(), int(model.num_timesteps), curve, 2, target)
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``FIELD=VALUE`` strings → HerConfig overrides (ints, floats, comma lists of ints, or
-    strings), refusing unknown fields."""
+    """``FIELD=VALUE`` strings → HerConfig overrides, each converted to its field's declared type
+    (as the ``sim2pi train her`` options are: tuples from comma lists), refusing unknown fields."""
+    import types
+    import typing
+
+    from agent.cli import _option_type
     from agent.her_config import HerConfig
 
-    known = set(HerConfig.__dataclass_fields__)
+    hints = typing.get_type_hints(HerConfig)
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or key not in known:
+        if not sep or key not in hints:
             raise SystemExit(f"--push-set {item!r}: expected FIELD=VALUE with a HerConfig field")
-        value: Any = raw
-        for conv in (int, float):
-            try:
-                value = conv(raw)
-                break
-            except ValueError:
-                pass
-        if isinstance(value, str) and "," in raw:
-            value = tuple(int(v) for v in raw.split(","))
-        out[key] = value
+        ann, conv = _option_type(hints[key])
+        if isinstance(ann, types.UnionType):  # Optional[...]: the non-None type
+            ann = next(a for a in typing.get_args(ann) if a is not type(None))
+        if ann is bool:
+            out[key] = raw.lower() in ("1", "true", "yes")
+        else:
+            out[key] = conv(ann(raw))
     return out
 
 
@@ -444,16 +455,15 @@ def main() -> None:
         rows = []
         for r in push_runs:
             pts = ", ".join(f"{t / 60:.0f} min {s:.0%}/{g:.0%}" for t, _, s, g in r.curve[1::2])
-            est = next((c[0] for c in r.curve if c[2] >= 0.9), None)
-            med = [float(np.median([c[i] for c in r.curve])) if r.curve else 0.0 for i in (2, 3)]
+            est = r.first_at(2, 0.9)
             rows.append(
                 [
                     r.method,
                     r.seed,
-                    fmt_time(est, args.push_minutes * 60),
+                    fmt_time(est[0] if est else None, args.push_minutes * 60),
                     fmt_time(r.time_to_target, args.push_minutes * 60),
-                    f"{max((c[2] for c in r.curve), default=0.0):.0%} / {r.best_success:.0%}",
-                    f"{med[0]:.0%} / {med[1]:.0%}",
+                    f"{r.best(2):.0%} / {r.best(3):.0%}",
+                    f"{r.median(2):.0%} / {r.median(3):.0%}",
                     f"{r.steps_per_s:.0f}",
                     pts,
                 ]
@@ -461,8 +471,9 @@ def main() -> None:
         sections.append(
             f"RoverPush, {args.push_minutes:g} min per run (target: >= 90 % within 60 min, with "
             "and without demos), judged on the robot's box estimate (as the env and the Pi judge "
-            "it) and on the twin's ground truth (the estimate can be gamed); curve = training minutes: deterministic success on the estimate / on ground "
-            "truth, every other evaluation.\n\n"
+            "it) and on the twin's ground truth (the estimate can be gamed); curve = training "
+            "minutes: deterministic success on the estimate / on ground truth, every other "
+            "evaluation.\n\n"
             + table(
                 [
                     "run",
@@ -485,7 +496,8 @@ def main() -> None:
         "interleaved ratio less so. Ours: agent.her defaults (8 envs in 1 worker process, "
         "utd 0.5, batch 256, 128x128, gamma 0.98, rewards on the twin's ground truth with a "
         "privileged critic; with demos: 10k BC pretraining steps, 20k critic warm-up steps, "
-        "BC weight 10, no Q-filter; the discrete actor learns by CRR). SB3: rl-zoo FetchReach SAC settings (rewards on the estimate), "
+        "BC weight 10, no Q-filter; the discrete actor learns by CRR). SB3: rl-zoo FetchReach "
+        "SAC settings (rewards on the estimate), "
         "torch.set_num_threads(1) for both. Reach time to target is judged on the estimate "
         "(odometry) for both, as the env judges it."
     )

@@ -29,13 +29,30 @@ sys.path.insert(0, str(ROOT))
 SUCCESS = 0.05  # m, the task's success radius
 
 
-def truthful(obs: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``obs`` with the odometry pose and the box estimate replaced by the twin's ground truth."""
+TRUE_FEATURES = ("x", "y", "cos_theta", "sin_theta", "box_x", "box_y", "box_seen")
+
+
+def truth_columns(desc: Any) -> list[int]:
+    """Where :data:`TRUE_FEATURES` sit in the push observation, looked up by name in the task's
+    spec (so a change of the observation layout cannot silently misplace them)."""
+    from hardware.tasks import task_spec
+
+    names = list(task_spec("push", desc).observation["observation"].names or ())
+    missing = [n for n in TRUE_FEATURES if n not in names]
+    if missing:
+        raise SystemExit(f"the push observation has no {missing}; it has {names}")
+    return [names.index(n) for n in TRUE_FEATURES]
+
+
+def truthful(
+    obs: dict[str, np.ndarray], info: dict[str, Any], cols: list[int]
+) -> dict[str, np.ndarray]:
+    """``obs`` with the odometry pose and the box estimate replaced by the twin's ground truth;
+    ``cols``: :func:`truth_columns`."""
     o = {k: v.copy() for k, v in obs.items()}
     x, y, th = info["true_pose"]
     bx, by = info["true_box"]
-    o["observation"][0:4] = [x, y, math.cos(th), math.sin(th)]
-    o["observation"][6:9] = [bx, by, 1.0]
+    o["observation"][cols] = [x, y, math.cos(th), math.sin(th), bx, by, 1.0]
     o["achieved_goal"][:] = [bx, by]
     return o
 
@@ -48,14 +65,16 @@ def run(mode: str, episodes: int, noise: float) -> dict[str, float]:
     from sim.experts import make_expert
 
     env = gym.make("sim2pi/RoverPush-v0").unwrapped
-    expert = make_expert("push", load_description("rover"), noise=noise, seed=0)
+    desc = load_description("rover")
+    cols = truth_columns(desc)
+    expert = make_expert("push", desc, noise=noise, seed=0)
     est_ok, true_ok, est_err, true_dist = [], [], [], []
     for ep in range(episodes):
         obs, info = env.reset(seed=1000 + ep)
         expert.reset()
         done = False
         while not done:
-            o = truthful(obs, info) if mode == "truth" else obs
+            o = truthful(obs, info, cols) if mode == "truth" else obs
             goal = obs["desired_goal"]
             if mode == "truth" and np.linalg.norm(info["true_box"] - goal) < SUCCESS:
                 break  # the truth-fed expert ends on true success, as the sensing one on its own
