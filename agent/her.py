@@ -860,7 +860,10 @@ def train(
                 raise Sim2PiError(f"--near-starts is for the push task, not '{spec.task}'")
             from sim.backend import push_starts_near_box
 
-            groups.append((push_starts_near_box(20_000, seed=cfg.seed), cfg.near_starts))
+            starts = push_starts_near_box(
+                20_000, seed=cfg.seed, behind=cfg.near_starts_side == "behind"
+            )
+            groups.append((starts, cfg.near_starts))
         train_fn = with_start_states(env_fn, groups) if groups else env_fn
         envs = make_env_batch([train_fn] * cfg.envs, cfg.workers)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0

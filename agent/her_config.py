@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reward_on": ("truth", "estimate"),
     "bc_goals": ("recorded", "all"),
     "crr_goals": ("real", "all"),
+    "near_starts_side": ("any", "behind"),
 }
 
 
@@ -108,6 +109,11 @@ class HerConfig:
         0.0,
         "push: share of training episodes started with the robot 0.2-0.4 m from the box and facing "
         "it (an exploration curriculum that needs no demos); evaluation always starts at random",
+    )
+    near_starts_side: str = _f(
+        "any",
+        "push, with near_starts: the side of the box the robot starts on: any | behind (the far "
+        "side from the goal, so pushing straight on moves the box towards it)",
     )
     # demonstrations
     demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")

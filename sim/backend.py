@@ -310,17 +310,26 @@ def push_starts_near_box(
     seed: int = 0,
     distance: tuple[float, float] = (0.2, 0.4),
     facing_deg: float = 45.0,
+    behind: bool = False,
 ) -> list[dict[str, Any]]:
     """``n`` push start states (``reset(options={"start": ...})``) with the robot ``distance`` m
-    from the box and facing it within ``facing_deg``, on a random side; box and goal as in the
-    normal task. An exploration curriculum: random actions from here touch the box far more often
-    than from the task's starts (robot anywhere >= 0.3 m from the box, any heading)."""
+    from the box and facing it within ``facing_deg``; box and goal as in the normal task. An
+    exploration curriculum: random actions from here touch the box far more often than from the
+    task's starts (robot anywhere >= 0.3 m from the box, any heading).
+
+    The robot stands on a random side of the box, or with ``behind`` on the far side from the goal
+    (within ``facing_deg`` of the box-goal line), so that pushing straight on moves the box
+    towards the goal."""
     rng = np.random.default_rng(seed)
     half = ARENA_HALF - START_MARGIN
     out: list[dict[str, Any]] = []
     while len(out) < n:
         box, goal = TwinBackend._push_box_goal(rng)
-        side = rng.uniform(-np.pi, np.pi)
+        if behind:
+            away = math.atan2(box[1] - goal[1], box[0] - goal[0])
+            side = away + math.radians(rng.uniform(-facing_deg, facing_deg))
+        else:
+            side = rng.uniform(-np.pi, np.pi)
         r = rng.uniform(*distance)
         x, y = box + r * np.array([math.cos(side), math.sin(side)])
         if max(abs(x), abs(y)) > half:

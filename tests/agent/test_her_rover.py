@@ -269,3 +269,20 @@ def test_restarts_from_demo_states() -> None:
     env.close()
     with pytest.raises(Sim2PiError, match="more than 1"):
         StartStates(gym.make("sim2pi/RoverPush-v0"), [(near, 0.7), (states, 0.6)])
+    # behind: the robot on the far side of the box from the goal, so pushing on moves it there
+    for s in push_starts_near_box(50, seed=2, behind=True):
+        box, goal, pose = (np.asarray(s[k][:2]) for k in ("box", "goal", "pose"))
+        to_goal, from_robot = goal - box, box - pose
+        cos = to_goal @ from_robot / np.hypot(*to_goal) / np.hypot(*from_robot)
+        assert cos >= np.cos(np.radians(45)) - 1e-6
+    sides = [push_starts_near_box(50, seed=2, behind=b) for b in (False, True)]
+    toward = [
+        np.mean(
+            [
+                (np.subtract(s["goal"], s["box"]) @ np.subtract(s["box"], s["pose"][:2])) > 0
+                for s in starts
+            ]
+        )
+        for starts in sides
+    ]
+    assert toward[0] < 0.8 and toward[1] == 1.0
