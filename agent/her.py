@@ -219,7 +219,7 @@ class Batch(NamedTuple):
     """Torch tensors of one gradient step (inputs already normalized)."""
 
     x: Tensor  # [B, in]: normalized [obs, ag, goal, goal - ag]
-    action: Tensor  # [B, A]
+    action: Tensor  # [B, A]: executed (what the critics judge)
     reward: Tensor  # [B]
     next_x: Tensor  # [B, in]
     not_done: Tensor  # [B]: 1 - terminated
@@ -227,6 +227,7 @@ class Batch(NamedTuple):
     priv: Tensor | None = None  # [B, 2 * goal_dim]: critic-only ground truth (normalized)
     next_priv: Tensor | None = None
     relabeled: Tensor | None = None  # [B] bool: the goal is a hindsight one
+    label: Tensor | None = None  # [B, A]: the BC target on demo rows (default: action)
 
 
 def _cat(*parts: Tensor | None) -> Tensor:
@@ -388,6 +389,7 @@ class SacHer:
             priv=self.privileged_features(b.true_achieved_goal, b.desired_goal),
             next_priv=self.privileged_features(b.next_true_achieved_goal, b.desired_goal),
             relabeled=torch.from_numpy(np.asarray(b.relabeled, bool)),
+            label=torch.from_numpy(np.ascontiguousarray(b.label)),
         )
 
     # -- the update -----------------------------------------------------------------------------
@@ -418,7 +420,8 @@ class SacHer:
                 out["charts/crr_kept"] = kept
             loss = critic_loss + actor_loss
             if bc_rows:
-                bc = nll[batch.is_demo].mean()
+                d = batch.is_demo
+                bc = (nll[d] if batch.label is None else head.nll(feat[d], batch.label[d])).mean()
                 loss = loss + cfg.bc_weight * bc
                 out["losses/bc"] = float(bc.detach())
         else:
@@ -465,7 +468,7 @@ class SacHer:
         (after the warm-up); returns the loss and the share of rows kept."""
         d = batch.is_demo
         mean_a = head.decode(feat[d])
-        a_demo = batch.action[d]
+        a_demo = batch.action[d] if batch.label is None else batch.label[d]
         if self.cfg.q_filter and not warm:
             with torch.no_grad():
                 xd = batch.x[d]
@@ -508,7 +511,7 @@ class SacHer:
         for _ in range(steps):
             b = demo.sample(batch_size, relabel=False)
             x = self.inputs(b.observation, b.achieved_goal, b.desired_goal)
-            a_demo = torch.from_numpy(np.ascontiguousarray(b.action))
+            a_demo = torch.from_numpy(np.ascontiguousarray(b.label))
             feat = self.actor.trunk(x)
             if isinstance(self.head, DiscreteHead):
                 loss = self.head.nll(feat, a_demo).mean()
@@ -538,7 +541,9 @@ def load_demo_replay(
     """Read demonstration episodes (``deploy.dataset``) into their own HER replay.
 
     A dataset row holds an observation and the action taken from it, so an episode of ``L`` rows
-    gives ``L - 1`` transitions (the state after the last action is not recorded).
+    gives ``L - 1`` transitions (the state after the last action is not recorded). The critics
+    see ``action_applied`` (what the motors got, which produced the next state: with DART noise,
+    the noisy action), behaviour cloning the requested ``action`` (the expert's clean action).
     """
     from deploy.dataset import Dataset
 
@@ -558,11 +563,13 @@ def load_demo_replay(
         obs = np.asarray(ep["observation"], np.float32)
         ag = np.asarray(ep["achieved_goal"], np.float32)
         dg = np.asarray(ep["desired_goal"], np.float32)
-        act = np.asarray(ep["action"], np.float32)
+        label = np.asarray(ep["action"], np.float32)
+        act = np.asarray(ep["action_applied"], np.float32) if "action_applied" in ep else label
         for name, arr, dim in (
             ("observation", obs, obs_dim),
             ("achieved_goal", ag, goal_dim),
-            ("action", act, act_dim),
+            ("action", label, act_dim),
+            ("action_applied", act, act_dim),
         ):
             if arr.ndim != 2 or arr.shape[1] != dim:
                 raise Sim2PiError(
@@ -573,7 +580,7 @@ def load_demo_replay(
         if n < 1:
             continue
         n = min(n, max_steps)
-        episodes.append((obs[: n + 1], ag[: n + 1], dg[:n], act[:n]))
+        episodes.append((obs[: n + 1], ag[: n + 1], dg[:n], act[:n], None, label[:n]))
         total += n
     # one slot of max_steps per episode, so no demo is ever evicted
     replay = EpisodeReplay(
@@ -1112,6 +1119,7 @@ def _update_block(
                 None if full.priv is None else full.priv[s],
                 None if full.next_priv is None else full.next_priv[s],
                 None if full.relabeled is None else full.relabeled[s],
+                None if full.label is None else full.label[s],
             )
         )
     return losses

@@ -53,7 +53,7 @@ class HerBatch(NamedTuple):
     observation: np.ndarray  # [B, obs_dim]
     achieved_goal: np.ndarray  # [B, goal_dim]
     desired_goal: np.ndarray  # [B, goal_dim]: the goal the transition is judged against
-    action: np.ndarray  # [B, act_dim]
+    action: np.ndarray  # [B, act_dim]: the executed action (what produced the next state)
     reward: np.ndarray  # [B]: compute_reward(next_achieved_goal, desired_goal)
     next_observation: np.ndarray  # [B, obs_dim]
     next_achieved_goal: np.ndarray  # [B, goal_dim]
@@ -64,6 +64,7 @@ class HerBatch(NamedTuple):
     goal_t: np.ndarray  # [B] int64: index of the achieved goal used (-1 when not relabeled)
     true_achieved_goal: np.ndarray  # [B, goal_dim]: ground truth of achieved_goal
     next_true_achieved_goal: np.ndarray  # [B, goal_dim]: what the reward was computed on
+    label: np.ndarray  # [B, act_dim]: the BC target (a demo's clean action; else action)
 
 
 def reward_success(reward: np.ndarray) -> np.ndarray:
@@ -129,6 +130,7 @@ class EpisodeReplay:
         self.tag = np.zeros((n, t1, goal_dim), np.float32)  # ground truth of ag (or ag itself)
         self.dg = np.zeros((n, self.max_steps, goal_dim), np.float32)
         self.action = np.zeros((n, self.max_steps, act_dim), np.float32)
+        self.label = np.zeros((n, self.max_steps, act_dim), np.float32)
         self.length = np.zeros(n, np.int64)  # 0 = empty slot
         self._next = 0
         self._cum = np.zeros(n, np.int64)  # cumulative lengths for length-weighted sampling
@@ -142,18 +144,21 @@ class EpisodeReplay:
         desired_goal: np.ndarray,
         action: np.ndarray,
         true_achieved_goal: np.ndarray | None = None,
+        label: np.ndarray | None = None,
     ) -> int:
         """Store one finished episode of ``L`` transitions; returns its slot.
 
         ``obs``, ``achieved_goal`` and ``true_achieved_goal`` (default: ``achieved_goal``) have
-        ``L + 1`` rows (the last is the final observation), ``action`` has ``L`` rows and
-        ``desired_goal`` ``L`` rows or a single goal.
+        ``L + 1`` rows (the last is the final observation), ``action`` (executed) and ``label``
+        (the behaviour-cloning target, e.g. a DART demo's clean action; default: ``action``) have
+        ``L`` rows and ``desired_goal`` ``L`` rows or a single goal.
         """
         obs = np.asarray(obs, np.float32).reshape(-1, self.obs_dim)
         ag = np.asarray(achieved_goal, np.float32).reshape(-1, self.goal_dim)
         tag = ag if true_achieved_goal is None else np.asarray(true_achieved_goal, np.float32)
         tag = tag.reshape(-1, self.goal_dim)
         act = np.asarray(action, np.float32).reshape(-1, self.act_dim)
+        lab = act if label is None else np.asarray(label, np.float32).reshape(-1, self.act_dim)
         length = act.shape[0]
         if length < 1:
             raise Sim2PiError("an episode needs at least one transition")
@@ -161,6 +166,8 @@ class EpisodeReplay:
             raise Sim2PiError(
                 f"episode of {length} steps is longer than max_steps={self.max_steps}"
             )
+        if lab.shape[0] != length:
+            raise Sim2PiError(f"{length} actions but {lab.shape[0]} labels")
         if not obs.shape[0] == ag.shape[0] == tag.shape[0] == length + 1:
             raise Sim2PiError(
                 f"an episode of {length} actions needs {length + 1} observations and "
@@ -176,6 +183,7 @@ class EpisodeReplay:
         self.tag[slot, : length + 1] = tag
         self.dg[slot, :length] = dg
         self.action[slot, :length] = act
+        self.label[slot, :length] = lab
         self.length[slot] = length
         self._next = (slot + 1) % self.n_slots
         np.cumsum(self.length, out=self._cum)
@@ -251,6 +259,7 @@ class EpisodeReplay:
             goal_t=goal_t,
             true_achieved_goal=self.tag[ep, t],
             next_true_achieved_goal=next_tag,
+            label=self.label[ep, t],
         )
 
 

@@ -14,7 +14,8 @@ Layout (what ``LeRobotDataset`` opens)::
 Columns: the spec's observation features under their ``dataset_key`` (``observation.state``,
 ``observation.achieved_goal``, ``observation.desired_goal``, ``observation.task_id``, video
 ``observation.images.front``), ``action`` (what the command source asked for: for the scripted expert
-that is the executed, noise-included action), ``action_applied`` (after the safety layer),
+its clean action, before DART noise), ``action_applied`` (what the motors got: noise included, after the
+safety layer),
 ``next.reward``, ``next.success``, ``next.done``, ``intervention`` (a human took over from a policy),
 and LeRobot's ``timestamp`` (= frame_index / fps), ``frame_index``, ``episode_index``, ``index``,
 ``task_index``. ``info.json`` also carries ``sim2pi`` = {spec, robot_hash, robot description, encoder

@@ -99,7 +99,10 @@ def record(
         0.0,
         "--noise",
         min=0.0,
-        help="DART noise std for the scripted expert (executed and recorded as 'action').",
+        help=(
+            "DART noise std for the scripted expert: executed and recorded as "
+            "'action_applied'; 'action' keeps the expert's clean action."
+        ),
     ),
     seed: int = typer.Option(
         0, "--seed", help="Seed of the scenes (episode k uses seed, k) and the expert's noise."

@@ -603,6 +603,7 @@ class ControlLoop:
             ep["pending"] = {
                 "obs": obs,
                 "action": req,
+                "label": getattr(cmd, "label", None),
                 "applied": np.asarray(applied, np.float32),
                 "intervention": intervention,
                 "reasons": res.reasons,
@@ -642,9 +643,12 @@ class ControlLoop:
     ) -> dict[str, Any]:
         """One recorded frame (``DatasetWriter.add_frame``): the spec's observation features under
         their env keys, the requested and applied action, ``reward`` / ``success`` / ``done`` of the
-        state the action led to (stored as ``next.*``), and the intervention flag."""
+        state the action led to (stored as ``next.*``), and the intervention flag. A source's clean
+        label (the scripted expert's action before its DART noise) is recorded as the requested
+        ``action``; ``action_applied`` is what the motors got."""
         frame: dict[str, Any] = dict(p["obs"])
-        frame["action"] = p["action"]
+        label = p.get("label")
+        frame["action"] = p["action"] if label is None else label
         frame["action_applied"] = p["applied"]
         frame["reward"] = float(reward)
         frame["success"] = bool(success)

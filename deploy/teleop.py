@@ -19,11 +19,11 @@ event      meaning
 ``reset_estop`` clear a latched e-stop (keyboard ``x``, gamepad X)
 ========== =============================================================================
 
-The scripted expert executes DART-noised actions (``expert.noisy(label)``) and the loop records the
-*executed* action as ``action``: a recorded transition must hold the action that produced the next
-state (HER / off-policy learning relabels transitions), and for behaviour cloning the zero-mean noise
-averages out under a regression loss. The clean label travels along in :attr:`Command.label` for
-callers that want it.
+The scripted expert executes DART-noised actions (``expert.noisy(label)``) and keeps its clean action
+in :attr:`Command.label`. The loop records the label as ``action`` (what the expert asked for: the
+behaviour-cloning target) and what the motors got as ``action_applied`` (the noisy action after the
+safety layer: what produced the next state, which off-policy learning uses), as
+:func:`agent.rollout.rollout` does for in-process demos.
 """
 
 from __future__ import annotations
@@ -420,7 +420,7 @@ def _open_gamepad(path: str | None) -> Any:
 class ExpertSource:
     """The task's scripted expert (``sim.experts.make_expert``, imported lazily) as a command
     source. It executes ``expert.noisy(label)`` (DART noise of std ``noise``) and keeps the clean
-    label in :attr:`Command.label` (see the module docstring for what gets recorded)."""
+    label in :attr:`Command.label` (recorded as ``action``; see the module docstring)."""
 
     name = "expert"
 

@@ -410,6 +410,37 @@ def test_bc_pretraining_clones_the_demonstrator(actor: str) -> None:
     assert loss < (0.05 if gaussian else 0.1), loss
 
 
+@pytest.mark.parametrize("actor", ["gaussian", "discrete"])
+def test_cloning_targets_the_label_not_the_executed_action(actor: str) -> None:
+    """DART demos execute noisy actions (the critics' transitions) but clone the expert's clean
+    label: with a constant label and random executed actions, both BC pretraining and the BC term
+    of the update (during the critic warm-up, when it is the actor's only loss) end at the label;
+    cloning the executed actions would end near their mean, 0."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    target = np.array([0.6, -0.6], np.float32)
+
+    def replay() -> EpisodeReplay:
+        demo = point_expert_replay(10)
+        n = demo.n_episodes
+        demo.label[:n] = target
+        demo.action[:n] = rng.uniform(-1, 1, demo.action[:n].shape)
+        return demo
+
+    pre = SacHer(point_spec(), toy_cfg(demos="unused", bc_pretrain=1, actor=actor))
+    demo = replay()
+    pre.pretrain_bc(demo, 300, 128)
+    held = SacHer(point_spec(), toy_cfg(demos="unused", critic_warmup=10_000, actor=actor))
+    for _ in range(30):
+        _update_block(held, point_expert_replay(2, seed=50), demo, 10, 32, 32)
+    b = demo.sample(200, relabel=False)
+    for agent in (pre, held):
+        x = agent.inputs(b.observation, b.achieved_goal, b.desired_goal)
+        with torch.no_grad():
+            a = agent.actor.head.decode(agent.actor.trunk(x)).numpy()
+        np.testing.assert_allclose(np.median(a, 0), target, atol=0.1)
+
+
 @pytest.mark.parametrize("bc_goals", ["recorded", "all"])
 def test_demo_rows_keep_their_recorded_goals_for_cloning(bc_goals: str) -> None:
     agent = SacHer(point_spec(), toy_cfg(demos="unused", bc_goals=bc_goals))

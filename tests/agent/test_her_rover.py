@@ -115,6 +115,8 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path, actor: str) -> None:
         "reach",
         "-n",
         "3",
+        "--noise",
+        "0.2",
         "--out",
         str(data),
     )
@@ -134,7 +136,11 @@ def test_demos_from_a_recorded_dataset(tmp_path: Path, actor: str) -> None:
     replay = load_demo_replay(data, cfg, max_steps, 6, 2, 2, reward, success, spec=spec)
     assert replay.n_episodes == 3 and replay.n_transitions == sum(n - 1 for n in lengths)
     ep0 = ds.episode(0)
-    np.testing.assert_array_equal(replay.action[0, : lengths[0] - 1], ep0["action"][:-1])
+    # the critics get what the motors got (DART noise included), BC the expert's clean action
+    n0 = lengths[0] - 1
+    np.testing.assert_array_equal(replay.action[0, :n0], ep0["action_applied"][:-1])
+    np.testing.assert_array_equal(replay.label[0, :n0], ep0["action"][:-1])
+    assert np.abs(replay.action[0, :n0] - replay.label[0, :n0]).mean() > 0.05
     # the expert reached its goals, so the real (not relabeled) goal of the last stored
     # transitions is close, and relabeled samples are successes at the right rate
     b = replay.sample(4000)

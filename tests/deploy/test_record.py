@@ -14,7 +14,9 @@ pytest.importorskip("pybullet")
 
 from deploy.dataset import Dataset, validate
 from deploy.dataset_cli import register
+from hardware.description import load_description
 from hardware.tasks import compute_reward
+from sim.experts import make_expert
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,7 @@ def test_record_expert_reach_then_resume_and_inspect(app: typer.Typer, tmp_path:
     assert ds.num_episodes == 3 and ds.fps == 20 and ds.spec.task == "reach"
     info = json.loads((out / "meta/info.json").read_text())
     assert info["sim2pi"]["robot_hash"] == ds.spec.robot_hash and info["robot_type"] == "rover"
+    expert = make_expert("reach", load_description("rover"))
     for ep in ds.episodes():
         # next.reward of frame t judges the state the action led to, i.e. frame t+1's recorded
         # goals (compute_reward, what HER relabels); the last one the final, unrecorded state
@@ -66,6 +69,16 @@ def test_record_expert_reach_then_resume_and_inspect(app: typer.Typer, tmp_path:
         assert ep.done[-1] and not ep.done[:-1].any()
         assert not ep.intervention.any()
         assert np.all(np.abs(ep.action_applied) <= 1.0)
+        # 'action' is the expert's clean action on the recorded observation (the BC label);
+        # 'action_applied' the DART-noised one the motors got
+        clean = np.stack(
+            [
+                expert.act({k: ep[k][t] for k in ("observation", "achieved_goal", "desired_goal")})
+                for t in range(len(ep))
+            ]
+        )
+        np.testing.assert_allclose(ep.action, clean, atol=1e-6)
+        assert np.mean(np.abs(ep.action_applied - ep.action) > 1e-3) > 0.5
     assert sum(bool(ep.success[-1]) for ep in ds.episodes()) >= 2  # the expert mostly succeeds
     first = ds.episode(0)["observation"]
     r = runner.invoke(
