@@ -8,7 +8,8 @@ load hits both alike). Both are evaluated the same way — every ``--eval-every`
 excludes evaluation. Time to target = training wall clock at the first evaluation >= 95 %.
 
 Push: ``--push-minutes M`` trains ours for M minutes without and with demos (``--push-demos N``
-clean scripted-expert episodes recorded with ``sim2pi record``; the demo run uses
+scripted-expert episodes recorded with ``sim2pi record`` with DART noise ``--push-demo-noise``
+(0.3; the expert's clean action is the label); the demo run uses
 ``--push-actor``, discrete by default) and prints both curves; the target is
 >= 90 % within an hour, so a short run reports the curve and how far it got.
 
@@ -254,8 +255,9 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def record_demos(task: str, n: int, out: Path) -> Path:
-    """``n`` scripted-expert episodes through ``sim2pi record`` (the normal recording path)."""
+def record_demos(task: str, n: int, out: Path, noise: float = 0.3) -> Path:
+    """``n`` scripted-expert episodes through ``sim2pi record`` (the normal recording path), with
+    DART noise of std ``noise`` on the executed actions (the expert's clean action is the label)."""
     if (out / "meta" / "info.json").exists():
         return out
     cmd = [
@@ -271,8 +273,8 @@ def record_demos(task: str, n: int, out: Path) -> Path:
         task,
         "-n",
         str(n),
-        "--noise",  # the noisy action is recorded as the label: DART 0.3 demos cloned at 38 %
-        "0",  # against 76 % for clean ones (discrete actor, 100 vs 200 demos, 15-min pilots)
+        "--noise",
+        str(noise),
         "--out",
         str(out),
     ]
@@ -328,6 +330,13 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="demo run: any other HerConfig field, e.g. --push-set hidden=256,256 "
         "--push-set bc_pretrain=20000 (repeatable)",
+    )
+    ap.add_argument(
+        "--push-demo-noise",
+        type=float,
+        default=0.3,
+        help="DART noise std of the recorded push demos (0 = clean; ignored when --demo-dir "
+        "already holds demos)",
     )
     ap.add_argument("--demo-dir", type=Path, default=None, help="reuse/keep recorded demos here")
     ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
@@ -417,7 +426,7 @@ def main() -> None:
         demos = demo_dir
         if args.push_runs != "no-demos":
             t0 = time.perf_counter()
-            demos = record_demos("push", args.push_demos, demo_dir)
+            demos = record_demos("push", args.push_demos, demo_dir, args.push_demo_noise)
             log.info("push demos ready in %.0f s", time.perf_counter() - t0)
         variants = {  # --push-runs name: (label, the run's own options)
             "no-demos": (
@@ -425,7 +434,8 @@ def main() -> None:
                 {"near_starts": args.push_near_starts},
             ),
             "demos": (
-                f"{args.push_demos} demos, {args.push_actor} actor, restarts "
+                f"{args.push_demos} demos (DART {args.push_demo_noise:g}), {args.push_actor} actor, "
+                f"restarts "
                 f"{args.push_demo_restarts:g}",
                 {
                     "demos": str(demos),
