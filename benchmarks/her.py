@@ -16,9 +16,9 @@ scripted-expert episodes recorded with ``sim2pi record`` with DART noise ``--pus
     python benchmarks/her.py                          # reach, 3 seeds, SB3 up to 15 min each
     python benchmarks/her.py --seeds 0 --sb3-minutes 5 --push-minutes 10
     python benchmarks/her.py --only push --push-minutes 60   # the full push target
-    # the demo run as measured in RESULTS.md (discrete actor, 200 clean demos, wider networks):
+    # the demo run as measured in RESULTS.md (discrete actor, 200 DART-0.3 demos):
     python benchmarks/her.py --only push --push-runs demos --push-minutes 60 --push-demos 200 \
-        --push-demo-restarts 0 --push-set hidden=256,256 --push-set bc_pretrain=20000
+        --push-demo-restarts 0 --push-workers 1 --seeds 0
 """
 
 from __future__ import annotations
