@@ -564,7 +564,7 @@ def load_demo_replay(
         ag = np.asarray(ep["achieved_goal"], np.float32)
         dg = np.asarray(ep["desired_goal"], np.float32)
         label = np.asarray(ep["action"], np.float32)
-        act = np.asarray(ep["action_applied"], np.float32) if "action_applied" in ep else label
+        act = np.asarray(ep["action_applied"], np.float32)  # in every sim2pi dataset
         for name, arr, dim in (
             ("observation", obs, obs_dim),
             ("achieved_goal", ag, goal_dim),

@@ -255,7 +255,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def record_demos(task: str, n: int, out: Path, noise: float = 0.3) -> Path:
+def record_demos(task: str, n: int, out: Path, noise: float) -> Path:
     """``n`` scripted-expert episodes through ``sim2pi record`` (the normal recording path), with
     DART noise of std ``noise`` on the executed actions (the expert's clean action is the label)."""
     if (out / "meta" / "info.json").exists():
@@ -435,8 +435,7 @@ def main() -> None:
             ),
             "demos": (
                 f"{args.push_demos} demos (DART {args.push_demo_noise:g}), {args.push_actor} actor, "
-                f"restarts "
-                f"{args.push_demo_restarts:g}",
+                f"restarts {args.push_demo_restarts:g}",
                 {
                     "demos": str(demos),
                     "demo_restarts": args.push_demo_restarts,
