@@ -51,7 +51,11 @@ collects the first data, keeps the demos' input statistics, and ``critic_warmup`
 from the critics until they have learned its values. ``demo_restarts`` starts a share of the
 training episodes from states the demos visited (also Nair et al. 2018). ``near_starts`` is an
 exploration curriculum for push that needs no demos: a share of the episodes start with the robot
-near the box, facing it. Evaluation always uses the task's own random starts.
+near the box, facing it. ``reverse_starts`` is a reverse curriculum for push (Florensa et al.
+2017): a share of the episodes start with the box near the goal and the robot behind it, and the
+learner widens those starts towards the task's own (:func:`sim.backend.push_reverse_start`) each
+time enough of them succeed (:class:`agent.her_envs.LevelSchedule`). Evaluation always uses the
+task's own random starts.
 """
 
 from __future__ import annotations
@@ -73,11 +77,15 @@ from torch import Tensor, nn
 from agent.her_buffer import EpisodeReplay, EpisodeStager, HerBatch
 from agent.her_config import HerConfig
 from agent.her_envs import (
+    Curriculum,
     EnvFn,
     GoalObs,
+    LevelSchedule,
     LocalEnvs,
+    StartGroup,
     make_env_batch,
     make_env_fn,
+    poll_curriculum,
     with_start_states,
 )
 from agent.policies import (
@@ -132,6 +140,7 @@ def make_actor(
     )
 
 
+CURRICULUM_POLL = 2000  # env steps between polls of the curriculum's episode counts
 EGO_KEYS = (EGO_PREFIX + "desired_goal", EGO_PREFIX + "achieved_goal")
 
 
@@ -270,7 +279,7 @@ class SacHer:
         self.in_dim = int(self.cuts[-1])  # obs, ag, goal, goal - ag[, goal and ag in robot frame]
         # Asymmetric actor-critic: the critics may also see the true achieved goal and the goal
         # relative to it (the actor, which is exported, never does).
-        self.privileged = cfg.reward_on == "truth" and cfg.privileged_critic
+        self.privileged = cfg.reward_on != "estimate" and cfg.privileged_critic
         self.priv_dim = 2 * self.goal_dim if self.privileged else 0
         # input columns whose statistics normalize the privileged [true ag, goal - true ag]
         c = self.cuts
@@ -827,6 +836,7 @@ def train(
             strategy=cfg.strategy,
             k=cfg.her_k,
             seed=cfg.seed,
+            judge_both=cfg.reward_on == "both",
         )
         demo = None
         if cfg.demos:
@@ -848,7 +858,7 @@ def train(
                 pretrain_s,
                 bc,
             )
-        groups: list[tuple[list[dict[str, Any]], float]] = []
+        groups: list[StartGroup] = []
         if demo is not None and cfg.demo_restarts > 0:
             states = demo_start_states(demo, spec)
             if not states:
@@ -871,12 +881,24 @@ def train(
                 20_000, seed=cfg.seed, behind=cfg.near_starts_side == "behind"
             )
             groups.append((starts, cfg.near_starts))
-        train_fn = with_start_states(env_fn, groups) if groups else env_fn
+        truth = cfg.reward_on != "estimate"
+        schedule: LevelSchedule | None = None
+        if cfg.reverse_starts > 0:
+            if spec.task != "push":
+                raise Sim2PiError(f"--reverse-starts is for the push task, not '{spec.task}'")
+            from sim.backend import push_reverse_start
+
+            schedule = LevelSchedule(cfg.curriculum_success)
+            groups.append((Curriculum(push_reverse_start), cfg.reverse_starts))
+        # curriculum episodes are judged as the reward judges them
+        keys = {"truth": ("true_success",), "estimate": ("is_success",)}.get(
+            cfg.reward_on, ("true_success", "is_success")
+        )
+        train_fn = with_start_states(env_fn, groups, keys) if groups else env_fn
         envs = make_env_batch([train_fn] * cfg.envs, cfg.workers)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)
         noise = ColoredNoise(cfg.envs, ad, cfg.noise_rho, rng)
-        truth = cfg.reward_on == "truth"
         obs = envs.reset(seed=cfg.seed + start_steps)
         stager.start(obs.observation, obs.achieved_goal, obs.truth if truth else None)
         # A fresh actor (neither resumed nor pretrained) explores at random at first, and its input
@@ -895,6 +917,7 @@ def train(
         next_eval = start_steps + cfg.eval_every
         next_log = cfg.log_every
         time_to_target: float | None = None
+        next_poll = start_steps + CURRICULUM_POLL
         recent_success: list[float] = []
         last_losses: dict[str, float] = {}
         t_update = 0.0
@@ -942,6 +965,10 @@ def train(
                     agent.refresh_stats()
             obs = r.obs
             env_steps += cfg.envs
+            if schedule is not None and env_steps >= next_poll:
+                next_poll = env_steps + CURRICULUM_POLL
+                if poll_curriculum(envs, schedule):
+                    log.info("curriculum: level %.1f at %d steps", schedule.level, env_steps)
 
             now = time.perf_counter() - t_start - eval_time
             if now >= next_log:
@@ -954,6 +981,9 @@ def train(
                     "charts/update_fraction": t_update / max(now, 1e-9),
                     **last_losses,
                 }
+                if schedule is not None:
+                    scalars["charts/curriculum_level"] = schedule.level
+                    scalars["charts/curriculum_success"] = schedule.rate
                 tb.log(scalars, env_steps)
                 log.info(
                     "step %d (%.0f s): %.0f steps/s, %d updates, train success %.2f, "
@@ -980,6 +1010,8 @@ def train(
                     "updates": float(agent.updates),
                     **ev,
                 }
+                if schedule is not None:
+                    row["curriculum_level"] = schedule.level
                 history.append(row)
                 tb.log(
                     {

@@ -24,7 +24,9 @@ sample`, once per batch, with no Python loop over transitions:
 Ground truth: an episode may come with ``true_achieved_goal`` (the simulator's true value of what
 the achieved goal estimates, e.g. the true box where the achieved goal is the camera's estimate).
 Relabeled goals, rewards and ``terminated`` are then computed on it, while ``achieved_goal`` stays
-the policy's input. Without it, the achieved goal serves both roles.
+the policy's input. Without it, the achieved goal serves both roles. With ``judge_both``, a transition is
+rewarded (and terminal) only where both the ground truth and the estimate reach the goal (the worse
+of the two rewards): the goal must be reached *and* seen to be reached, as on the robot.
 
 Demonstrations go in their own :class:`EpisodeReplay` (so they are never evicted by fresh data and
 can be sampled at a fixed share of each batch, after Nair et al. 2018).
@@ -106,6 +108,7 @@ class EpisodeReplay:
         k: int = 4,
         geometric_gamma: float = 0.98,
         seed: int | None = None,
+        judge_both: bool = False,
     ):
         if strategy not in STRATEGIES:
             raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
@@ -119,6 +122,7 @@ class EpisodeReplay:
         self.reward_fn = reward_fn
         self.success_fn = success_fn
         self.terminate_on_success = terminate_on_success
+        self.judge_both = judge_both
         self.strategy = strategy
         self.k = int(k)
         self.geometric_gamma = float(geometric_gamma)
@@ -235,12 +239,17 @@ class EpisodeReplay:
             goal[swap] = self.tag[ep[swap], goal_t[swap]]
         next_tag = self.tag[ep, t + 1]
         reward = np.asarray(self.reward_fn(next_tag, goal, None), np.float32).reshape(batch_size)
+        if self.judge_both:  # the estimate must be there too: the worse of the two rewards
+            next_ag = self.ag[ep, t + 1]
+            r_est = np.asarray(self.reward_fn(next_ag, goal, None), np.float32)
+            reward = np.minimum(reward, r_est.reshape(batch_size))
         if self.terminate_on_success:
-            success = (
-                self.success_fn(next_tag, goal)
-                if self.success_fn is not None
-                else reward_success(reward)
-            )
+            if self.success_fn is None:
+                success = reward_success(reward)
+            else:
+                success = np.asarray(self.success_fn(next_tag, goal), bool)
+                if self.judge_both:
+                    success &= np.asarray(self.success_fn(self.ag[ep, t + 1], goal), bool)
             terminated = np.asarray(success, np.float32).reshape(batch_size)
         else:
             terminated = np.zeros(batch_size, np.float32)

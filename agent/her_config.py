@@ -18,7 +18,7 @@ def _f(default: Any, doc: str) -> Any:
 # the string fields with a fixed set of values (checked in HerConfig.__post_init__)
 CHOICES: dict[str, tuple[str, ...]] = {
     "actor": ("gaussian", "discrete"),
-    "reward_on": ("truth", "estimate"),
+    "reward_on": ("truth", "estimate", "both"),
     "bc_goals": ("recorded", "all"),
     "crr_goals": ("real", "all"),
     "near_starts_side": ("any", "behind"),
@@ -98,11 +98,13 @@ class HerConfig:
         "truth",
         "what rewards and relabeled goals are computed on: truth (the simulator's true achieved "
         "goal, e.g. the true box; the policy still reads only its sensors) | estimate (the "
-        "achieved goal the robot observes, as on the Pi; a noisy estimate can be gamed)",
+        "achieved goal the robot observes, as on the Pi; a noisy estimate can be gamed) | both "
+        "(the goal counts as reached only where the truth and the estimate are both there: "
+        "reached and seen, as the env and the Pi judge it)",
     )
     privileged_critic: bool = _f(
         True,
-        "with reward_on=truth, the critics also see the true achieved goal (asymmetric "
+        "with reward_on=truth or both, the critics also see the true achieved goal (asymmetric "
         "actor-critic; the exported actor does not)",
     )
     near_starts: float = _f(
@@ -114,6 +116,17 @@ class HerConfig:
         "any",
         "push, with near_starts: the side of the box the robot starts on: any | behind (the far "
         "side from the goal, so pushing straight on moves the box towards it)",
+    )
+    reverse_starts: float = _f(
+        0.0,
+        "push: share of training episodes started from a reverse curriculum (box near the goal, "
+        "robot behind it) whose level widens the starts to the task's own as the success rate of "
+        "those episodes passes --curriculum-success; needs no demos",
+    )
+    curriculum_success: float = _f(
+        0.5,
+        "with reverse_starts: success rate of curriculum episodes (judged as the reward is) at "
+        "which the curriculum moves one step (0.1) towards the task's starts",
     )
     # demonstrations
     demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
@@ -189,10 +202,15 @@ class HerConfig:
             raise Sim2PiError("demo_fraction must be >= 0")
         if not 0.0 <= self.demo_restarts <= 1.0:
             raise Sim2PiError(f"demo_restarts must be in [0, 1], got {self.demo_restarts}")
-        if not 0.0 <= self.near_starts <= 1.0 or self.near_starts + self.demo_restarts > 1.0:
+        shares = (self.near_starts, self.demo_restarts, self.reverse_starts)
+        if min(shares) < 0.0 or sum(shares) > 1.0:
             raise Sim2PiError(
-                "near_starts must be in [0, 1] and near_starts + demo_restarts <= 1, got "
-                f"{self.near_starts} and {self.demo_restarts}"
+                "near_starts, demo_restarts and reverse_starts must be >= 0 and add up to at most "
+                f"1, got {self.near_starts}, {self.demo_restarts} and {self.reverse_starts}"
+            )
+        if not 0.0 < self.curriculum_success <= 1.0:
+            raise Sim2PiError(
+                f"curriculum_success must be in (0, 1], got {self.curriculum_success}"
             )
         if self.bins < 2 or self.crr_samples < 1:
             raise Sim2PiError(

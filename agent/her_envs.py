@@ -36,14 +36,17 @@ from sim.vector import make_env_fn
 
 __all__ = [
     "TRUE_AG",
+    "Curriculum",
     "StartStates",
     "GoalObs",
+    "LevelSchedule",
     "LocalEnvs",
     "ProcessEnvs",
     "StepResult",
     "TrueGoal",
     "make_env_batch",
     "make_env_fn",
+    "poll_curriculum",
     "with_start_states",
 ]
 
@@ -114,8 +117,62 @@ def _wrapped(env_fn: EnvFn, wrapper: Callable[..., gym.Env], *args: Any) -> gym.
     return wrapper(env_fn(), *args)
 
 
-StartGroup = tuple[Sequence[dict[str, Any]], float]
-"""Start states (``reset(options={"start": ...})`` dicts) and the share of resets drawn from them."""
+class Curriculum:
+    """A start sampler whose difficulty the learner sets: ``sample(rng, level) -> start`` for a
+    ``level`` in [0, 1] (e.g. :func:`sim.backend.push_reverse_start`). Picklable if ``sample`` is
+    a module-level function, so it travels to the env worker processes."""
+
+    def __init__(self, sample: Callable[[np.random.Generator, float], dict[str, Any]]):
+        self.sample = sample
+        self.level = 0.0
+
+    def __call__(self, rng: np.random.Generator) -> dict[str, Any]:
+        return self.sample(rng, self.level)
+
+
+class LevelSchedule:
+    """When to make a :class:`Curriculum` harder: the level rises by ``step`` (up to 1) once at
+    least ``min_episodes`` curriculum episodes have ended since the last change and their success
+    rate is at least ``threshold``. A few episodes that started just before a change are counted
+    at the new level (at most one per env)."""
+
+    def __init__(self, threshold: float, step: float = 0.1, min_episodes: int = 50):
+        self.threshold, self.step, self.min_episodes = threshold, step, min_episodes
+        self.level = 0.0
+        self.episodes = self.successes = 0
+
+    def update(self, episodes: int, successes: int) -> bool:
+        """Add counts from :meth:`StartStates.curriculum_stats`; True if the level rose."""
+        self.episodes += episodes
+        self.successes += successes
+        if self.level >= 1.0 or self.episodes < self.min_episodes:
+            return False
+        if self.successes < self.threshold * self.episodes:
+            return False
+        self.level = min(1.0, round(self.level + self.step, 6))
+        self.episodes = self.successes = 0
+        return True
+
+    @property
+    def rate(self) -> float:
+        """Success rate of the curriculum episodes at the current level so far (0 if none)."""
+        return self.successes / self.episodes if self.episodes else 0.0
+
+
+def poll_curriculum(envs: Any, schedule: LevelSchedule) -> bool:
+    """Collect the curriculum counts of every env of ``envs`` (:class:`LocalEnvs` or
+    :class:`ProcessEnvs` of :class:`StartStates`-wrapped envs) into ``schedule``; if the level rose,
+    set it in every env. Returns whether it rose."""
+    counts = np.sum(envs.call("curriculum_stats"), axis=0)
+    if not schedule.update(int(counts[0]), int(counts[1])):
+        return False
+    envs.call("set_curriculum_level", schedule.level)
+    return True
+
+
+StartGroup = tuple[Sequence[dict[str, Any]] | Curriculum, float]
+"""Start states (``reset(options={"start": ...})`` dicts) or a :class:`Curriculum`, and the share of
+resets drawn from them."""
 
 
 class StartStates(gym.Wrapper):
@@ -126,35 +183,83 @@ class StartStates(gym.Wrapper):
     (the rover envs; see ``sim.envs.RoverEnv.reset``). Uses: states a demonstration visited (the
     "resets to demonstration states" of Nair et al. 2018) and an exploration curriculum
     (:func:`sim.backend.push_starts_near_box`). The remaining resets are the env's own.
+
+    ``states`` may also be a :class:`Curriculum`, which draws a fresh start at its current level.
+    The wrapper counts its curriculum episodes and those that succeeded (every
+    ``info[k]`` of ``success_keys`` true at one step, as the learner's terminal transitions judge
+    them);
+    :meth:`curriculum_stats` hands the counts over and :meth:`set_curriculum_level` sets the
+    level, also from the learner's process through ``call`` on the worker processes.
     """
 
-    def __init__(self, env: gym.Env, groups: Sequence[StartGroup]):
+    def __init__(
+        self,
+        env: gym.Env,
+        groups: Sequence[StartGroup],
+        success_keys: Sequence[str] = ("is_success",),
+    ):
         super().__init__(env)
-        self.groups = [(list(st), float(p)) for st, p in groups if p > 0]
-        if any(not st for st, _ in self.groups):
+        self.groups = [
+            (st if isinstance(st, Curriculum) else list(st), float(p)) for st, p in groups if p > 0
+        ]
+        if any(not isinstance(st, Curriculum) and not st for st, _ in self.groups):
             raise Sim2PiError("StartStates: a group with a share > 0 has no start states")
         if sum(p for _, p in self.groups) > 1.0 + 1e-9:
             raise Sim2PiError(
                 f"StartStates: the shares add up to more than 1 ({[p for _, p in self.groups]})"
             )
+        self.success_keys = tuple(success_keys)
         self._rng: np.random.Generator | None = None
+        self._in_curriculum = self._hit = False
+        self._episodes = 0
+        self._successes = 0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         if self._rng is None or kwargs.get("seed") is not None:
             self._rng = np.random.default_rng(kwargs.get("seed"))
+        self._in_curriculum = self._hit = False
         if kwargs.get("options") is None:
             u = self._rng.random()
             for states, p in self.groups:
                 if u < p:
-                    kwargs["options"] = {"start": states[int(self._rng.integers(len(states)))]}
+                    if isinstance(states, Curriculum):
+                        start = states(self._rng)
+                        self._in_curriculum = True
+                    else:
+                        start = states[int(self._rng.integers(len(states)))]
+                    kwargs["options"] = {"start": start}
                     break
                 u -= p
         return self.env.reset(**kwargs)
 
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, rew, term, trunc, info = self.env.step(action)
+        if self._in_curriculum:
+            self._hit = self._hit or all(bool(info.get(k, False)) for k in self.success_keys)
+            if term or trunc:
+                self._episodes += 1
+                self._successes += int(self._hit)
+                self._in_curriculum = False
+        return obs, rew, term, trunc, info
 
-def with_start_states(env_fn: EnvFn, groups: Sequence[StartGroup]) -> EnvFn:
+    def set_curriculum_level(self, level: float) -> None:
+        """Set the level of every :class:`Curriculum` group (clipped to [0, 1])."""
+        for states, _ in self.groups:
+            if isinstance(states, Curriculum):
+                states.level = float(np.clip(level, 0.0, 1.0))
+
+    def curriculum_stats(self) -> tuple[int, int]:
+        """``(episodes, successes)`` of curriculum starts since the last call; resets the counts."""
+        out = (self._episodes, self._successes)
+        self._episodes = self._successes = 0
+        return out
+
+
+def with_start_states(
+    env_fn: EnvFn, groups: Sequence[StartGroup], success_keys: Sequence[str] = ("is_success",)
+) -> EnvFn:
     """Picklable env factory: ``env_fn()`` wrapped in :class:`StartStates`."""
-    return functools.partial(_wrapped, env_fn, StartStates, list(groups))
+    return functools.partial(_wrapped, env_fn, StartStates, list(groups), tuple(success_keys))
 
 
 def _check_goal_space(space: gym.Space) -> None:
@@ -220,6 +325,14 @@ class LocalEnvs:
         f3 = [np.stack(c) for c in zip(*fin)]
         return StepResult(o3, rew, term, trunc, succ, f3[0], f3[1], f3[3])
 
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """``name(*args, **kwargs)`` on every env (found through its wrappers); the results."""
+        out = []
+        for env in self.envs:
+            attr = env.get_wrapper_attr(name)
+            out.append(attr(*args, **kwargs) if callable(attr) else attr)
+        return tuple(out)
+
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
         goal_env: Any = self.envs[0].unwrapped
         return goal_env.compute_reward(achieved, desired, info)
@@ -270,6 +383,10 @@ class ProcessEnvs:
         return StepResult(
             o3, rew.astype(np.float32), term, trunc, succ, final_obs, final_ag, final_tag
         )
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """``name(*args, **kwargs)`` on every env in the workers (found through its wrappers)."""
+        return self._venv.call(name, *args, **kwargs)
 
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
         # One env in this process only for its (pure, vectorized) reward function.

@@ -173,7 +173,7 @@ def _worker(
                 name, args, kwargs = data
                 res = []
                 for env in envs:
-                    attr = getattr(env.unwrapped, name)
+                    attr = env.get_wrapper_attr(name)
                     res.append(attr(*args, **kwargs) if callable(attr) else attr)
                 conn.send(("ok", res))
             elif cmd == "close":

@@ -576,3 +576,17 @@ def test_discrete_head_samples_follow_its_probabilities() -> None:
         prob[k] = float(logp[joint == k][0].exp())
     np.testing.assert_allclose(freq, prob, atol=0.015)
     assert prob.sum() == pytest.approx(1.0, abs=0.02)
+
+
+def test_level_schedule_rises_only_on_enough_successful_episodes() -> None:
+    from agent.her_envs import LevelSchedule
+
+    s = LevelSchedule(threshold=0.5, step=0.25, min_episodes=10)
+    assert not s.update(8, 8) and s.level == 0.0  # too few episodes yet
+    assert s.update(4, 0) and s.level == 0.25  # the counts add up: 8 of 12 >= 0.5
+    s = LevelSchedule(threshold=0.5, step=0.25, min_episodes=10)
+    assert not s.update(10, 4) and s.rate == pytest.approx(0.4)
+    assert s.update(10, 7) and s.level == 0.25 and s.episodes == 0  # 11 / 20 >= 0.5
+    for _ in range(3):
+        assert s.update(10, 10)
+    assert s.level == 1.0 and not s.update(100, 100)  # capped at the task's own starts

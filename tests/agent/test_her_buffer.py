@@ -244,3 +244,39 @@ def test_ground_truth_drives_goals_rewards_and_terminations_not_the_estimate() -
     assert not np.any(np.linalg.norm(b.next_achieved_goal - b.desired_goal, axis=1) < SUCCESS)
     with pytest.raises(Sim2PiError, match="true"):
         buf.add_episode(obs, ag, truth[-1], act, true_achieved_goal=truth[:-1])
+
+
+@pytest.mark.parametrize("with_success_fn", [True, False])
+def test_judge_both_needs_the_truth_and_the_estimate_at_the_goal(with_success_fn: bool) -> None:
+    """judge_both: a goal counts as reached only where the true achieved goal and the estimate are
+    both within reach of it (reached and seen); the truth alone or the estimate alone is not
+    enough, for rewards and for terminal flags."""
+
+    def success(ag: np.ndarray, dg: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(ag - dg, axis=-1) < SUCCESS
+
+    buf = EpisodeReplay(
+        3,
+        2,
+        2,
+        20,
+        10_000,
+        reward_fn=reward_fn,
+        success_fn=success if with_success_fn else None,
+        strategy="future",
+        seed=0,
+        judge_both=True,
+    )
+    for i in range(4):
+        obs, truth, _, act = line_episode(10, i)
+        est = truth.copy()
+        est[1::2, 1] += 0.5  # the estimate is off on odd steps (stale), right on even ones
+        # the recorded goal is where the estimate is at t = 3 but the truth never is
+        buf.add_episode(obs, est, est[3], act, true_achieved_goal=truth)
+    b = buf.sample(5000)
+    at_truth = np.linalg.norm(b.next_true_achieved_goal - b.desired_goal, axis=1) < SUCCESS
+    at_est = np.linalg.norm(b.next_achieved_goal - b.desired_goal, axis=1) < SUCCESS
+    both = at_truth & at_est
+    assert both.any() and (at_truth & ~at_est).any() and (at_est & ~at_truth).any()
+    np.testing.assert_array_equal(b.reward, np.where(both, 0.0, -1.0))
+    np.testing.assert_array_equal(b.terminated, both.astype(np.float32))

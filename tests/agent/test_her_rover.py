@@ -292,3 +292,111 @@ def test_restarts_from_demo_states() -> None:
         for starts in sides
     ]
     assert toward[0] < 0.8 and toward[1] == 1.0
+
+
+def test_reverse_curriculum_starts_widen_from_the_goal_to_the_task() -> None:
+    """Level 0: box 8 cm from its goal, robot 0.18-0.25 m behind it (far side from the goal) and
+    facing it; level 1: the task's own box-goal distances and the robot on any side; and the env
+    starts exactly there."""
+    import gymnasium as gym
+
+    from sim.backend import PUSH_GOAL_DISTANCE, push_reverse_start
+
+    rng = np.random.default_rng(0)
+
+    def geometry(level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d, cos, r = [], [], []
+        for _ in range(300):
+            s = push_reverse_start(rng, level)
+            box, goal, pose = (np.asarray(s[k], float) for k in ("box", "goal", "pose"))
+            to_goal, from_robot = goal - box, box - pose[:2]
+            d.append(np.hypot(*to_goal))
+            r.append(np.hypot(*from_robot))
+            cos.append(to_goal @ from_robot / d[-1] / r[-1])
+        return np.array(d), np.array(cos), np.array(r)
+
+    d, cos, r = geometry(0.0)
+    np.testing.assert_allclose(d, 0.08, atol=1e-9)
+    assert np.all(cos >= np.cos(np.radians(20)) - 1e-9)
+    assert np.all((r >= 0.18 - 1e-9) & (r <= 0.25 + 1e-9))
+    d, cos, r = geometry(1.0)
+    lo, hi = PUSH_GOAL_DISTANCE
+    assert np.all((d >= lo - 1e-9) & (d <= hi + 1e-9)) and np.ptp(d) > 0.25
+    assert cos.min() < -0.5 and r.max() > 0.5  # any side, further away
+    with pytest.raises(Sim2PiError, match="level"):
+        push_reverse_start(rng, 1.5)
+
+    s = push_reverse_start(rng, 0.3)
+    env = gym.make("sim2pi/RoverPush-v0")
+    _, info = env.reset(seed=0, options={"start": s})
+    np.testing.assert_allclose(info["true_pose"], s["pose"], atol=1e-6)
+    np.testing.assert_allclose(info["true_box"], s["box"], atol=1e-6)
+    env.close()
+
+
+def near_goal(rng: np.random.Generator, level: float) -> dict:
+    """A start whose box already sits on its goal (a success on the first step), at any level."""
+    return {"pose": (0.0, 0.0, 0.0), "box": (0.3, 0.0), "goal": (0.3 + 0.02 * level, 0.0)}
+
+
+def test_curriculum_counts_episodes_and_its_level_reaches_the_workers() -> None:
+    """StartStates counts its curriculum episodes and their successes (judged on the given info
+    keys), poll_curriculum collects the counts and raises the level in every env, in this process
+    and in the worker processes."""
+    from agent.her_envs import (
+        Curriculum,
+        LevelSchedule,
+        ProcessEnvs,
+        poll_curriculum,
+        with_start_states,
+    )
+    from sim.backend import push_reverse_start
+
+    fn = make_env_fn("sim2pi/RoverPush-v0", max_steps=3)
+    acts = np.zeros((2, 2), np.float32)
+
+    def run_steps(envs, n: int) -> None:
+        envs.reset(seed=0)
+        for _ in range(n):
+            envs.step_async(acts)
+            envs.step_wait()
+
+    # a start that is a success at once (the episode ends on its first step): every episode
+    # counts, and succeeds
+    local = LocalEnvs([with_start_states(fn, [(Curriculum(near_goal), 1.0)], ["true_success"])] * 2)
+    try:
+        run_steps(local, 3)
+        assert local.call("curriculum_stats") == ((3, 3), (3, 3))
+        assert local.call("curriculum_stats") == ((0, 0), (0, 0))  # handed over once
+        schedule = LevelSchedule(threshold=0.9, min_episodes=4)
+        run_steps(local, 1)
+        assert not poll_curriculum(local, schedule) and schedule.level == 0.0  # 2 < 4 episodes
+        run_steps(local, 1)
+        assert poll_curriculum(local, schedule) and schedule.level == pytest.approx(0.1)
+        assert all(g[0][0].level == pytest.approx(0.1) for g in local.call("groups"))
+    finally:
+        local.close()
+    # the same successes judged on a key the env never sets: counted, never a success
+    local = LocalEnvs([with_start_states(fn, [(Curriculum(near_goal), 1.0)], ["no_such_key"])])
+    try:
+        run_steps(local, 2)
+        assert local.call("curriculum_stats") == ((2, 0),)
+    finally:
+        local.close()
+
+    # worker processes: half of the starts from the curriculum, the level set through call()
+    procs = ProcessEnvs(
+        [with_start_states(fn, [(Curriculum(push_reverse_start), 0.5)], ["true_success"])] * 2,
+        num_workers=1,
+    )
+    try:
+        run_steps(procs, 60)  # max_steps=3: 40 episodes end, unless a push succeeds sooner
+        n = sum(e for e, _ in procs.call("curriculum_stats"))
+        assert 8 <= n <= 32  # about half of them
+        schedule = LevelSchedule(threshold=0.0, min_episodes=1)
+        schedule.level = 0.5
+        run_steps(procs, 6)
+        assert poll_curriculum(procs, schedule)
+        assert [g[0][0].level for g in procs.call("groups")] == [pytest.approx(0.6)] * 2
+    finally:
+        procs.close()
