@@ -349,24 +349,23 @@ def push_reverse_start(rng: np.random.Generator, level: float) -> dict[str, Any]
     """One push start state of a reverse curriculum (Florensa et al. 2017, "Reverse Curriculum
     Generation"): easy near the goal at ``level`` 0, the task's own spread at ``level`` 1.
 
-    The goal and the task's box are drawn as in the task. At ``level`` 0 the box starts 8 cm from
-    the goal on the line back to where the task put it (a short push completes it) and the robot
-    stands 0.18-0.25 m behind it, on the far side from the goal, facing it within 15°. As the level
-    rises the box moves back along that line to its task position, and the robot's distance
-    (up to 0.8 m), side of the box (up to any side) and heading error (up to any heading) widen.
+    The goal and the task's box are drawn as in the task. At ``level`` 0 the box starts on the
+    goal (a success as it is) and the robot stands 0.22-0.3 m behind it (on the far side from the
+    goal, where its camera sees the box), facing it within 15°. As the level rises the box moves
+    back along the line to where the task put it, and the robot's distance (up to 0.8 m), side of
+    the box (up to any side) and heading error (up to any heading) widen.
     """
     if not 0.0 <= level <= 1.0:
         raise Sim2PiError(f"curriculum level must be in [0, 1], got {level}")
     half = ARENA_HALF - START_MARGIN
-    near = 0.08  # m: box-goal distance at level 0 (success is 0.05)
     while True:
         box, goal = TwinBackend._push_box_goal(rng)
         d_task = float(np.linalg.norm(box - goal))
         u = (box - goal) / d_task
-        box = goal + (near + level * (d_task - near)) * u
+        box = goal + level * d_task * u
         away = math.atan2(u[1], u[0])
         side = away + math.radians(rng.uniform(-1, 1) * (20.0 + 160.0 * level))
-        r = rng.uniform(0.18, 0.25 + 0.55 * level)
+        r = rng.uniform(0.22, 0.3 + 0.5 * level)
         x, y = box + r * np.array([math.cos(side), math.sin(side)])
         if max(abs(x), abs(y)) > half:
             continue

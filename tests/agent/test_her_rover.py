@@ -295,8 +295,8 @@ def test_restarts_from_demo_states() -> None:
 
 
 def test_reverse_curriculum_starts_widen_from_the_goal_to_the_task() -> None:
-    """Level 0: box 8 cm from its goal, robot 0.18-0.25 m behind it (far side from the goal) and
-    facing it; level 1: the task's own box-goal distances and the robot on any side; and the env
+    """Level 0: box on its goal, robot 0.22-0.3 m behind it (far side from the goal) and facing
+    it; level 1: the task's own box-goal distances and the robot on any side; and the env
     starts exactly there."""
     import gymnasium as gym
 
@@ -312,13 +312,14 @@ def test_reverse_curriculum_starts_widen_from_the_goal_to_the_task() -> None:
             to_goal, from_robot = goal - box, box - pose[:2]
             d.append(np.hypot(*to_goal))
             r.append(np.hypot(*from_robot))
-            cos.append(to_goal @ from_robot / d[-1] / r[-1])
+            cos.append(to_goal @ from_robot / max(d[-1], 1e-12) / r[-1])
         return np.array(d), np.array(cos), np.array(r)
 
+    d, cos, r = geometry(0.1)  # (at level 0 the box is on the goal: no direction to check)
+    assert np.all(d <= 0.05 + 1e-9) and np.all(cos >= np.cos(np.radians(36)) - 1e-9)
     d, cos, r = geometry(0.0)
-    np.testing.assert_allclose(d, 0.08, atol=1e-9)
-    assert np.all(cos >= np.cos(np.radians(20)) - 1e-9)
-    assert np.all((r >= 0.18 - 1e-9) & (r <= 0.25 + 1e-9))
+    np.testing.assert_allclose(d, 0.0, atol=1e-9)
+    assert np.all((r >= 0.22 - 1e-9) & (r <= 0.3 + 1e-9))
     d, cos, r = geometry(1.0)
     lo, hi = PUSH_GOAL_DISTANCE
     assert np.all((d >= lo - 1e-9) & (d <= hi + 1e-9)) and np.ptp(d) > 0.25
