@@ -24,9 +24,10 @@ sample`, once per batch, with no Python loop over transitions:
 Ground truth: an episode may come with ``true_achieved_goal`` (the simulator's true value of what
 the achieved goal estimates, e.g. the true box where the achieved goal is the camera's estimate).
 Relabeled goals, rewards and ``terminated`` are then computed on it, while ``achieved_goal`` stays
-the policy's input. Without it, the achieved goal serves both roles. With ``judge_both``, a transition is
-rewarded (and terminal) only where both the ground truth and the estimate reach the goal (the worse
-of the two rewards): the goal must be reached *and* seen to be reached, as on the robot.
+the policy's input. Without it, the achieved goal serves both roles. With ``judge_both``, a
+transition is rewarded (and terminal) only where both the ground truth and the estimate reach the
+goal (the worse of the two rewards): the goal must be reached *and* seen to be reached, as on the
+robot.
 
 Demonstrations go in their own :class:`EpisodeReplay` (so they are never evicted by fresh data and
 can be sampled at a fixed share of each batch, after Nair et al. 2018).

@@ -185,9 +185,8 @@ class StartStates(gym.Wrapper):
     (:func:`sim.backend.push_starts_near_box`). The remaining resets are the env's own.
 
     ``states`` may also be a :class:`Curriculum`, which draws a fresh start at its current level.
-    The wrapper counts its curriculum episodes and those that succeeded (every
-    ``info[k]`` of ``success_keys`` true at one step, as the learner's terminal transitions judge
-    them);
+    The wrapper counts its curriculum episodes and those that succeeded (every ``info[k]`` of
+    ``success_keys`` true at one step, as the learner's terminal transitions judge them).
     :meth:`curriculum_stats` hands the counts over and :meth:`set_curriculum_level` sets the
     level, also from the learner's process through ``call`` on the worker processes.
     """

@@ -244,7 +244,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or key not in hints:
-            raise SystemExit(f"--push-set {item!r}: expected FIELD=VALUE with a HerConfig field")
+            raise SystemExit(f"{item!r}: expected FIELD=VALUE with a HerConfig field")
         ann, conv = _option_type(hints[key])
         if isinstance(ann, types.UnionType):  # Optional[...]: the non-None type
             ann = next(a for a in typing.get_args(ann) if a is not type(None))
@@ -330,6 +330,14 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="demo run: any other HerConfig field, e.g. --push-set hidden=256,256 "
         "--push-set bc_pretrain=20000 (repeatable)",
+    )
+    ap.add_argument(
+        "--push-nodemo-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="no-demo run: any other HerConfig field, e.g. --push-nodemo-set reverse_starts=0.8 "
+        "--push-nodemo-set reward_on=both (repeatable)",
     )
     ap.add_argument(
         "--push-demo-noise",
@@ -430,8 +438,10 @@ def main() -> None:
             log.info("push demos ready in %.0f s", time.perf_counter() - t0)
         variants = {  # --push-runs name: (label, the run's own options)
             "no-demos": (
-                f"no demos, near starts {args.push_near_starts:g}",
-                {"near_starts": args.push_near_starts},
+                " ".join(
+                    [f"no demos, near starts {args.push_near_starts:g}", *args.push_nodemo_set]
+                ),
+                {"near_starts": args.push_near_starts, **parse_sets(args.push_nodemo_set)},
             ),
             "demos": (
                 f"{args.push_demos} demos (DART {args.push_demo_noise:g}), {args.push_actor} actor, "
