@@ -837,6 +837,7 @@ def train(
             k=cfg.her_k,
             seed=cfg.seed,
             judge_both=cfg.reward_on == "both",
+            keep_labels=False,  # online data: the executed action is the label
         )
         demo = None
         if cfg.demos:

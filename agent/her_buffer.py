@@ -92,6 +92,11 @@ class EpisodeReplay:
         k: relabeled goals per real one (the relabeling probability is ``k / (k + 1)``).
         geometric_gamma: mean offset ``1 / (1 - gamma)`` of the ``geometric`` strategy.
         seed: for the sampler's generator.
+        judge_both: success needs the ground truth *and* the achieved goal at the goal (see the
+            module docstring).
+        keep_labels: store a behaviour-cloning label per step (demos, whose label may differ from
+            the executed action). ``False`` (online data, where they are the same): no label
+            array, and batches carry the action as the label.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class EpisodeReplay:
         geometric_gamma: float = 0.98,
         seed: int | None = None,
         judge_both: bool = False,
+        keep_labels: bool = True,
     ):
         if strategy not in STRATEGIES:
             raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
@@ -135,7 +141,7 @@ class EpisodeReplay:
         self.tag = np.zeros((n, t1, goal_dim), np.float32)  # ground truth of ag (or ag itself)
         self.dg = np.zeros((n, self.max_steps, goal_dim), np.float32)
         self.action = np.zeros((n, self.max_steps, act_dim), np.float32)
-        self.label = np.zeros((n, self.max_steps, act_dim), np.float32)
+        self.label = np.zeros((n, self.max_steps, act_dim), np.float32) if keep_labels else None
         self.length = np.zeros(n, np.int64)  # 0 = empty slot
         self._next = 0
         self._cum = np.zeros(n, np.int64)  # cumulative lengths for length-weighted sampling
@@ -163,6 +169,8 @@ class EpisodeReplay:
         tag = ag if true_achieved_goal is None else np.asarray(true_achieved_goal, np.float32)
         tag = tag.reshape(-1, self.goal_dim)
         act = np.asarray(action, np.float32).reshape(-1, self.act_dim)
+        if label is not None and self.label is None:
+            raise Sim2PiError("this replay keeps no labels (keep_labels=False): pass label=None")
         lab = act if label is None else np.asarray(label, np.float32).reshape(-1, self.act_dim)
         length = act.shape[0]
         if length < 1:
@@ -188,7 +196,8 @@ class EpisodeReplay:
         self.tag[slot, : length + 1] = tag
         self.dg[slot, :length] = dg
         self.action[slot, :length] = act
-        self.label[slot, :length] = lab
+        if self.label is not None:
+            self.label[slot, :length] = lab
         self.length[slot] = length
         self._next = (slot + 1) % self.n_slots
         np.cumsum(self.length, out=self._cum)
@@ -254,11 +263,12 @@ class EpisodeReplay:
             terminated = np.asarray(success, np.float32).reshape(batch_size)
         else:
             terminated = np.zeros(batch_size, np.float32)
+        action = self.action[ep, t]
         return HerBatch(
             observation=self.obs[ep, t],
             achieved_goal=self.ag[ep, t],
             desired_goal=goal,
-            action=self.action[ep, t],
+            action=action,
             reward=reward,
             next_observation=self.obs[ep, t + 1],
             next_achieved_goal=self.ag[ep, t + 1],
@@ -269,7 +279,7 @@ class EpisodeReplay:
             goal_t=goal_t,
             true_achieved_goal=self.tag[ep, t],
             next_true_achieved_goal=next_tag,
-            label=self.label[ep, t],
+            label=action if self.label is None else self.label[ep, t],
         )
 
 

@@ -280,3 +280,20 @@ def test_judge_both_needs_the_truth_and_the_estimate_at_the_goal(with_success_fn
     assert both.any() and (at_truth & ~at_est).any() and (at_est & ~at_truth).any()
     np.testing.assert_array_equal(b.reward, np.where(both, 0.0, -1.0))
     np.testing.assert_array_equal(b.terminated, both.astype(np.float32))
+
+
+def test_labels_are_kept_only_where_they_can_differ_from_the_action() -> None:
+    """A demo replay keeps each step's BC label; an online one (keep_labels=False) keeps no label
+    array, hands out the executed action as the label, and refuses labels it would drop."""
+    obs, ag, goal, act = line_episode(10, 0)
+    demo = make()
+    demo.add_episode(obs, ag, goal, act, label=act + 0.5)
+    b = demo.sample(100)
+    np.testing.assert_array_equal(b.label, b.action + 0.5)
+    online = EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=reward_fn, seed=0, keep_labels=False)
+    assert online.label is None
+    online.add_episode(obs, ag, goal, act)
+    b = online.sample(100)
+    np.testing.assert_array_equal(b.label, b.action)
+    with pytest.raises(Sim2PiError, match="keeps no labels"):
+        online.add_episode(obs, ag, goal, act, label=act + 0.5)
