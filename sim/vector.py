@@ -338,6 +338,8 @@ class BatchedVectorEnv(VectorEnv):
         return out
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """``name(*args, **kwargs)`` on every env, found through its wrappers (an attribute that is
+        not callable is returned as it is); the results in env order."""
         for conn in self._conns:
             conn.send(("call", (name, args, kwargs)))
         return tuple(r for c in self._conns for r in self._recv(c))
