@@ -124,7 +124,7 @@ class HerConfig:
         "those episodes passes --curriculum-success; needs no demos",
     )
     curriculum_success: float = _f(
-        0.5,
+        0.3,
         "with reverse_starts: success rate of curriculum episodes (judged as the reward is) at "
         "which the curriculum moves one step (0.1) towards the task's starts",
     )

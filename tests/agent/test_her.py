@@ -510,6 +510,10 @@ def test_demo_options_resolve_and_bad_values_are_refused() -> None:
         ({"actor": "discrete", "q_filter": True}, "CRR loss already"),
         ({"actor": "discrete", "bins": 1}, "bins must be >= 2"),
         ({"crr_goals": "some"}, "'real' or 'all'"),
+        ({"reward_on": "guess"}, "'truth' or 'estimate' or 'both'"),
+        ({"reverse_starts": 0.6, "near_starts": 0.5}, "add up to at most 1"),
+        ({"reverse_starts": -0.1}, "must be >= 0"),
+        ({"curriculum_success": 0.0}, r"curriculum_success must be in \(0, 1\]"),
     ):
         with pytest.raises(Sim2PiError, match=match):
             HerConfig(**kw)
