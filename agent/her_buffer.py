@@ -248,9 +248,9 @@ class EpisodeReplay:
         if swap.any():
             goal[swap] = self.tag[ep[swap], goal_t[swap]]
         next_tag = self.tag[ep, t + 1]
+        next_ag = self.ag[ep, t + 1]
         reward = np.asarray(self.reward_fn(next_tag, goal, None), np.float32).reshape(batch_size)
         if self.judge_both:  # the estimate must be there too: the worse of the two rewards
-            next_ag = self.ag[ep, t + 1]
             r_est = np.asarray(self.reward_fn(next_ag, goal, None), np.float32)
             reward = np.minimum(reward, r_est.reshape(batch_size))
         if self.terminate_on_success:
@@ -259,7 +259,7 @@ class EpisodeReplay:
             else:
                 success = np.asarray(self.success_fn(next_tag, goal), bool)
                 if self.judge_both:
-                    success &= np.asarray(self.success_fn(self.ag[ep, t + 1], goal), bool)
+                    success &= np.asarray(self.success_fn(next_ag, goal), bool)
             terminated = np.asarray(success, np.float32).reshape(batch_size)
         else:
             terminated = np.zeros(batch_size, np.float32)
@@ -271,7 +271,7 @@ class EpisodeReplay:
             action=action,
             reward=reward,
             next_observation=self.obs[ep, t + 1],
-            next_achieved_goal=self.ag[ep, t + 1],
+            next_achieved_goal=next_ag,
             terminated=terminated,
             relabeled=swap,
             episode=ep,

@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from hardware.errors import Sim2PiError
-from sim.vector import make_env_fn
+from sim.vector import call_env, make_env_fn
 
 __all__ = [
     "TRUE_AG",
@@ -326,11 +326,7 @@ class LocalEnvs:
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """``name(*args, **kwargs)`` on every env (found through its wrappers); the results."""
-        out = []
-        for env in self.envs:
-            attr = env.get_wrapper_attr(name)
-            out.append(attr(*args, **kwargs) if callable(attr) else attr)
-        return tuple(out)
+        return tuple(call_env(env, name, *args, **kwargs) for env in self.envs)
 
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
         goal_env: Any = self.envs[0].unwrapped

@@ -321,7 +321,6 @@ def push_starts_near_box(
     (within ``facing_deg`` of the box-goal line), so that pushing straight on moves the box
     towards the goal."""
     rng = np.random.default_rng(seed)
-    half = ARENA_HALF - START_MARGIN
     out: list[dict[str, Any]] = []
     while len(out) < n:
         box, goal = TwinBackend._push_box_goal(rng)
@@ -330,19 +329,32 @@ def push_starts_near_box(
             side = away + math.radians(rng.uniform(-facing_deg, facing_deg))
         else:
             side = rng.uniform(-np.pi, np.pi)
-        r = rng.uniform(*distance)
-        x, y = box + r * np.array([math.cos(side), math.sin(side)])
-        if max(abs(x), abs(y)) > half:
-            continue
-        th = wrap_angle(side + np.pi + math.radians(rng.uniform(-facing_deg, facing_deg)))
-        out.append(
-            {
-                "pose": (float(x), float(y), float(th)),
-                "box": (float(box[0]), float(box[1])),
-                "goal": (float(goal[0]), float(goal[1])),
-            }
-        )
+        start = _facing_box(rng, box, goal, side, rng.uniform(*distance), facing_deg)
+        if start is not None:
+            out.append(start)
     return out
+
+
+def _facing_box(
+    rng: np.random.Generator,
+    box: np.ndarray,
+    goal: np.ndarray,
+    side: float,
+    r: float,
+    facing_deg: float,
+) -> dict[str, Any] | None:
+    """A push start with the robot ``r`` m from ``box`` in direction ``side`` (rad), facing the
+    box within ``facing_deg`` (drawn from ``rng``); None if the robot would stand outside the
+    start area."""
+    x, y = box + r * np.array([math.cos(side), math.sin(side)])
+    if max(abs(x), abs(y)) > ARENA_HALF - START_MARGIN:
+        return None
+    th = wrap_angle(side + np.pi + math.radians(rng.uniform(-facing_deg, facing_deg)))
+    return {
+        "pose": (float(x), float(y), float(th)),
+        "box": (float(box[0]), float(box[1])),
+        "goal": (float(goal[0]), float(goal[1])),
+    }
 
 
 def push_reverse_start(rng: np.random.Generator, level: float) -> dict[str, Any]:
@@ -357,7 +369,6 @@ def push_reverse_start(rng: np.random.Generator, level: float) -> dict[str, Any]
     """
     if not 0.0 <= level <= 1.0:
         raise Sim2PiError(f"curriculum level must be in [0, 1], got {level}")
-    half = ARENA_HALF - START_MARGIN
     while True:
         box, goal = TwinBackend._push_box_goal(rng)
         d_task = float(np.linalg.norm(box - goal))
@@ -366,15 +377,9 @@ def push_reverse_start(rng: np.random.Generator, level: float) -> dict[str, Any]
         away = math.atan2(u[1], u[0])
         side = away + math.radians(rng.uniform(-1, 1) * (20.0 + 160.0 * level))
         r = rng.uniform(0.22, 0.3 + 0.5 * level)
-        x, y = box + r * np.array([math.cos(side), math.sin(side)])
-        if max(abs(x), abs(y)) > half:
-            continue
-        th = wrap_angle(side + np.pi + math.radians(rng.uniform(-1, 1) * (15.0 + 165.0 * level)))
-        return {
-            "pose": (float(x), float(y), float(th)),
-            "box": (float(box[0]), float(box[1])),
-            "goal": (float(goal[0]), float(goal[1])),
-        }
+        start = _facing_box(rng, box, goal, side, r, 15.0 + 165.0 * level)
+        if start is not None:
+            return start
 
 
 __all__ = [

@@ -110,6 +110,13 @@ def _layout(
     return lay
 
 
+def call_env(env: gym.Env, name: str, *args: Any, **kwargs: Any) -> Any:
+    """``name(*args, **kwargs)`` on ``env``, found through its wrappers; an attribute that is not
+    callable is returned as it is."""
+    attr = env.get_wrapper_attr(name)
+    return attr(*args, **kwargs) if callable(attr) else attr
+
+
 def _worker(
     conn: Connection,
     env_fns: list[EnvFn],
@@ -171,11 +178,7 @@ def _worker(
                 conn.send(("ok", None))
             elif cmd == "call":
                 name, args, kwargs = data
-                res = []
-                for env in envs:
-                    attr = env.get_wrapper_attr(name)
-                    res.append(attr(*args, **kwargs) if callable(attr) else attr)
-                conn.send(("ok", res))
+                conn.send(("ok", [call_env(env, name, *args, **kwargs) for env in envs]))
             elif cmd == "close":
                 conn.send(("ok", None))
                 break
@@ -373,4 +376,4 @@ def make_env_fn(env_id: str, **kwargs: Any) -> EnvFn:
     return functools.partial(_make, env_id, kwargs)
 
 
-__all__ = ["BatchedVectorEnv", "make_env_fn"]
+__all__ = ["BatchedVectorEnv", "call_env", "make_env_fn"]
