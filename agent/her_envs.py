@@ -133,8 +133,8 @@ class Curriculum:
 class LevelSchedule:
     """When to make a :class:`Curriculum` harder: the level rises by ``step`` (up to 1) once at
     least ``min_episodes`` curriculum episodes have ended since the last change and their success
-    rate is at least ``threshold``. A few episodes that started just before a change are counted
-    at the new level (at most one per env)."""
+    rate is at least ``threshold`` (:class:`StartStates` counts only the episodes that started at
+    the level in force when they end)."""
 
     def __init__(self, threshold: float, step: float = 0.1, min_episodes: int = 50):
         self.threshold, self.step, self.min_episodes = threshold, step, min_episodes
@@ -186,7 +186,8 @@ class StartStates(gym.Wrapper):
 
     ``states`` may also be a :class:`Curriculum`, which draws a fresh start at its current level.
     The wrapper counts its curriculum episodes and those that succeeded (every ``info[k]`` of
-    ``success_keys`` true at one step, as the learner's terminal transitions judge them).
+    ``success_keys`` true at one step, as the learner's terminal transitions judge them); an
+    episode that started before its level changed is not counted.
     :meth:`curriculum_stats` hands the counts over and :meth:`set_curriculum_level` sets the
     level, also from the learner's process through ``call`` on the worker processes.
     """
@@ -210,6 +211,8 @@ class StartStates(gym.Wrapper):
         self.success_keys = tuple(success_keys)
         self._rng: np.random.Generator | None = None
         self._in_curriculum = self._hit = False
+        self._curriculum: Curriculum | None = None
+        self._start_level = 0.0
         self._episodes = 0
         self._successes = 0
 
@@ -224,6 +227,7 @@ class StartStates(gym.Wrapper):
                     if isinstance(states, Curriculum):
                         start = states(self._rng)
                         self._in_curriculum = True
+                        self._curriculum, self._start_level = states, states.level
                     else:
                         start = states[int(self._rng.integers(len(states)))]
                     kwargs["options"] = {"start": start}
@@ -236,8 +240,10 @@ class StartStates(gym.Wrapper):
         if self._in_curriculum:
             self._hit = self._hit or all(bool(info.get(k, False)) for k in self.success_keys)
             if term or trunc:
-                self._episodes += 1
-                self._successes += int(self._hit)
+                assert self._curriculum is not None
+                if self._curriculum.level == self._start_level:
+                    self._episodes += 1
+                    self._successes += int(self._hit)
                 self._in_curriculum = False
         return obs, rew, term, trunc, info
 

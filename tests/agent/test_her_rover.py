@@ -343,7 +343,7 @@ def near_goal(rng: np.random.Generator, level: float) -> dict:
 def test_curriculum_counts_episodes_and_its_level_reaches_the_workers() -> None:
     """StartStates counts its curriculum episodes and their successes (judged on the given info
     keys), poll_curriculum collects the counts and raises the level in every env, in this process
-    and in the worker processes."""
+    and in the worker processes; an episode that straddles a level change is not counted."""
     from agent.her_envs import (
         Curriculum,
         LevelSchedule,
@@ -382,6 +382,22 @@ def test_curriculum_counts_episodes_and_its_level_reaches_the_workers() -> None:
     try:
         run_steps(local, 2)
         assert local.call("curriculum_stats") == ((2, 0),)
+    finally:
+        local.close()
+    # an episode that started before the level changed is not counted at the new level
+    local = LocalEnvs([with_start_states(fn, [(Curriculum(push_reverse_start), 1.0)], ["x"])])
+    try:
+        local.call("set_curriculum_level", 1.0)  # the task's starts: no success in 3 steps
+        run_steps(local, 1)  # an episode under way at level 1 (max_steps=3)
+        local.call("set_curriculum_level", 0.9)
+        for _ in range(2):  # it ends here (the env auto-resets; the next one starts at 0.9)
+            local.step_async(acts[:1])
+            local.step_wait()
+        assert local.call("curriculum_stats") == ((0, 0),)
+        for _ in range(3):
+            local.step_async(acts[:1])
+            local.step_wait()
+        assert local.call("curriculum_stats") == ((1, 0),)
     finally:
         local.close()
 
