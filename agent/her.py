@@ -604,6 +604,8 @@ def load_demo_replay(
         strategy=cfg.strategy,
         k=cfg.her_k,
         seed=cfg.seed + 1,
+        shaping=cfg.shaping,
+        shaping_gamma=cfg.gamma,
     )
     for e in episodes:
         replay.add_episode(*e)
@@ -838,6 +840,8 @@ def train(
             seed=cfg.seed,
             judge_both=cfg.reward_on == "both",
             keep_labels=False,  # online data: the executed action is the label
+            shaping=cfg.shaping,
+            shaping_gamma=cfg.gamma,
         )
         demo = None
         if cfg.demos:

@@ -116,6 +116,8 @@ class EpisodeReplay:
         seed: int | None = None,
         judge_both: bool = False,
         keep_labels: bool = True,
+        shaping: float = 0.0,
+        shaping_gamma: float = 0.98,
     ):
         if strategy not in STRATEGIES:
             raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
@@ -130,6 +132,9 @@ class EpisodeReplay:
         self.success_fn = success_fn
         self.terminate_on_success = terminate_on_success
         self.judge_both = judge_both
+        if shaping < 0:
+            raise Sim2PiError(f"shaping must be >= 0 (reward per metre of progress), got {shaping}")
+        self.shaping, self.shaping_gamma = float(shaping), float(shaping_gamma)
         self.strategy = strategy
         self.k = int(k)
         self.geometric_gamma = float(geometric_gamma)
@@ -263,6 +268,13 @@ class EpisodeReplay:
             terminated = np.asarray(success, np.float32).reshape(batch_size)
         else:
             terminated = np.zeros(batch_size, np.float32)
+        if self.shaping:
+            # potential-based shaping (Ng et al. 1999), phi = -shaping * |true ag - goal| and 0 at
+            # a terminal state: it leaves the optimal policies of the sparse task unchanged
+            phi = -self.shaping * np.linalg.norm(self.tag[ep, t] - goal, axis=-1)
+            phi_next = -self.shaping * np.linalg.norm(next_tag - goal, axis=-1)
+            reward = reward + self.shaping_gamma * (1.0 - terminated) * phi_next - phi
+            reward = reward.astype(np.float32)
         action = self.action[ep, t]
         return HerBatch(
             observation=self.obs[ep, t],

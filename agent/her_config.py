@@ -94,6 +94,14 @@ class HerConfig:
         True,
         "the env ends episodes on success, so relabeled successes are terminal (no bootstrapping)",
     )
+    shaping: float = _f(
+        0.0,
+        "potential-based reward shaping (Ng et al. 1999) on top of the sparse reward: "
+        "shaping * (|ag - g| - gamma * |ag' - g|) per transition, on the true achieved goal (the "
+        "estimate with reward_on=estimate; |ag' - g| = 0 at a terminal), recomputed for relabeled "
+        "goals; leaves the task's "
+        "optimal policies unchanged; 0 = sparse only",
+    )
     reward_on: str = _f(
         "truth",
         "what rewards and relabeled goals are computed on: truth (the simulator's true achieved "
@@ -208,6 +216,8 @@ class HerConfig:
                 "near_starts, demo_restarts and reverse_starts must be >= 0 and add up to at most "
                 f"1, got {self.near_starts}, {self.demo_restarts} and {self.reverse_starts}"
             )
+        if self.shaping < 0:
+            raise Sim2PiError(f"shaping must be >= 0, got {self.shaping}")
         if not 0.0 < self.curriculum_success <= 1.0:
             raise Sim2PiError(
                 f"curriculum_success must be in (0, 1], got {self.curriculum_success}"

@@ -297,3 +297,37 @@ def test_labels_are_kept_only_where_they_can_differ_from_the_action() -> None:
     np.testing.assert_array_equal(b.label, b.action)
     with pytest.raises(Sim2PiError, match="keeps no labels"):
         online.add_episode(obs, ag, goal, act, label=act + 0.5)
+
+
+def test_shaping_is_potential_based_on_the_true_achieved_goal() -> None:
+    """shaping=c adds c * (|tag_t - g| - gamma * |tag_t+1 - g|) to the sparse reward, with the
+    potential 0 at a terminal transition, for recorded and relabeled goals alike; the estimate
+    does not enter it. Summed along an episode it telescopes to c * |tag_0 - g| (up to the
+    discount), so the shaped task keeps its optimal policies."""
+    c, gamma = 10.0, 0.9
+
+    def near(ag: np.ndarray, dg: np.ndarray, info: object) -> np.ndarray:
+        # a wide goal radius, so terminal transitions end short of the goal (phi there is not 0)
+        return -(np.linalg.norm(ag - dg, axis=-1) >= 1.5).astype(np.float32)
+
+    sparse = EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=near, seed=0)
+    shaped = EpisodeReplay(
+        3, 2, 2, 20, 10_000, reward_fn=near, seed=0, shaping=c, shaping_gamma=gamma
+    )
+    for i in range(4):
+        obs, truth, goal, act = line_episode(10, i)
+        est = truth + 0.3  # a biased estimate: the shaping must ignore it
+        for buf in (sparse, shaped):
+            buf.add_episode(obs, est, goal, act, true_achieved_goal=truth)
+    a, b = sparse.sample(4000), shaped.sample(4000)  # same seed: the same rows and goals
+    np.testing.assert_array_equal(a.episode, b.episode)
+    np.testing.assert_array_equal(a.desired_goal, b.desired_goal)
+    d = np.linalg.norm(b.true_achieved_goal - b.desired_goal, axis=1)
+    d_next = np.linalg.norm(b.next_true_achieved_goal - b.desired_goal, axis=1)
+    expected = a.reward + c * (d - gamma * (1.0 - b.terminated) * d_next)
+    assert b.relabeled.any() and (d_next > d).any() and (d_next < d).any()
+    assert (b.terminated.astype(bool) & (d_next > 0.5)).any()
+    np.testing.assert_allclose(b.reward, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(b.terminated, a.terminated)
+    with pytest.raises(Sim2PiError, match="shaping must be >= 0"):
+        EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=reward_fn, shaping=-1.0)
