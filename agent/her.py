@@ -83,6 +83,7 @@ from agent.her_envs import (
     LevelSchedule,
     LocalEnvs,
     StartGroup,
+    end_on_success,
     make_env_batch,
     make_env_fn,
     poll_curriculum,
@@ -778,6 +779,24 @@ def task_setup(
     return task_spec(info.name, desc), cfg.env_id or info.env_id, info.max_steps, success
 
 
+def success_keys(cfg: HerConfig) -> tuple[str, ...]:
+    """The info keys that must all be true where the rewards count the goal as reached."""
+    return {"truth": ("true_success",), "estimate": ("is_success",)}.get(
+        cfg.reward_on, ("true_success", "is_success")
+    )
+
+
+def training_env_fn(
+    cfg: HerConfig, env_id: str, kwargs: dict[str, Any], keys: Sequence[str]
+) -> EnvFn:
+    """The training envs' factory: the env itself, or with ``episode_end="reward"`` (and rewards
+    not on the estimate) the env built without its own end on success and ended where every
+    ``info[k]`` of ``keys`` is true."""
+    if cfg.episode_end == "reward" and cfg.reward_on != "estimate":
+        return end_on_success(make_env_fn(env_id, **kwargs, terminate_on_success=False), keys)
+    return make_env_fn(env_id, **kwargs)
+
+
 def train(
     cfg: HerConfig,
     *,
@@ -796,10 +815,19 @@ def train(
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    keys = success_keys(cfg)
     if env_fn is None or spec is None or max_steps is None:
         spec, env_id, max_steps, success_fn = task_setup(cfg)
         kwargs = {"description": cfg.robot} if env_id.startswith("sim2pi/") else {}
         env_fn = make_env_fn(env_id, **kwargs)
+        train_env_fn = training_env_fn(cfg, env_id, kwargs, keys)
+    elif cfg.episode_end == "reward" and cfg.reward_on != "estimate":
+        raise Sim2PiError(
+            "episode_end='reward' needs the config's sim2pi task (it builds the training envs "
+            "without their own end on success); with a custom env_fn, build it that way yourself"
+        )
+    else:
+        train_env_fn = env_fn
     out = Path(cfg.out) if cfg.out else None
     has_run = out is not None and (out / "checkpoint.json").exists()
     if has_run and not cfg.resume:
@@ -896,10 +924,7 @@ def train(
             schedule = LevelSchedule(cfg.curriculum_success)
             groups.append((Curriculum(push_reverse_start), cfg.reverse_starts))
         # curriculum episodes are judged as the reward judges them
-        keys = {"truth": ("true_success",), "estimate": ("is_success",)}.get(
-            cfg.reward_on, ("true_success", "is_success")
-        )
-        train_fn = with_start_states(env_fn, groups, keys) if groups else env_fn
+        train_fn = with_start_states(train_env_fn, groups, keys) if groups else train_env_fn
         envs = make_env_batch([train_fn] * cfg.envs, cfg.workers)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)

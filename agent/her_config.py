@@ -94,6 +94,13 @@ class HerConfig:
         True,
         "the env ends episodes on success, so relabeled successes are terminal (no bootstrapping)",
     )
+    episode_end: str = _f(
+        "env",
+        "where training episodes end on success: env (the env's own test, on the robot's estimate "
+        "for push, as on the Pi) | reward (where the rewards put the goal reached: the true box "
+        "with reward_on truth, truth and estimate with both; the same as env with estimate). "
+        "Evaluation always uses the env's own test",
+    )
     shaping: float = _f(
         0.0,
         "potential-based reward shaping (Ng et al. 1999) on top of the sparse reward: "
@@ -216,6 +223,8 @@ class HerConfig:
                 "near_starts, demo_restarts and reverse_starts must be >= 0 and add up to at most "
                 f"1, got {self.near_starts}, {self.demo_restarts} and {self.reverse_starts}"
             )
+        if self.episode_end not in ("env", "reward"):
+            raise Sim2PiError(f"episode_end must be 'env' or 'reward', got '{self.episode_end}'")
         if self.shaping < 0:
             raise Sim2PiError(f"shaping must be >= 0, got {self.shaping}")
         if not 0.0 < self.curriculum_success <= 1.0:

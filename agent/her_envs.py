@@ -117,6 +117,26 @@ def _wrapped(env_fn: EnvFn, wrapper: Callable[..., gym.Env], *args: Any) -> gym.
     return wrapper(env_fn(), *args)
 
 
+class EndOnSuccess(gym.Wrapper):
+    """Ends an episode (``terminated``) at the first step where every ``info[k]`` of ``keys`` is
+    true, e.g. where the true box reaches the goal. Wrap an env built not to end episodes on its
+    own success test, so training episodes end where the learner's rewards say the task is done."""
+
+    def __init__(self, env: gym.Env, keys: Sequence[str]):
+        super().__init__(env)
+        self.keys = tuple(keys)
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, rew, term, trunc, info = self.env.step(action)
+        term = bool(term) or all(bool(info.get(k, False)) for k in self.keys)
+        return obs, rew, term, trunc, info
+
+
+def end_on_success(env_fn: EnvFn, keys: Sequence[str]) -> EnvFn:
+    """Picklable env factory: ``env_fn()`` wrapped in :class:`EndOnSuccess`."""
+    return functools.partial(_wrapped, env_fn, EndOnSuccess, tuple(keys))
+
+
 class Curriculum:
     """A start sampler whose difficulty the learner sets: ``sample(rng, level) -> start`` for a
     ``level`` in [0, 1] (e.g. :func:`sim.backend.push_reverse_start`). Picklable if ``sample`` is

@@ -518,6 +518,9 @@ def test_demo_options_resolve_and_bad_values_are_refused() -> None:
     ):
         with pytest.raises(Sim2PiError, match=match):
             HerConfig(**kw)
+    # a custom env ends its episodes itself: episode_end='reward' cannot rebuild it
+    with pytest.raises(Sim2PiError, match="episode_end='reward' needs the config's sim2pi task"):
+        train(toy_cfg(episode_end="reward"), env_fn=PointReach, spec=point_spec(), max_steps=9)
 
 
 @pytest.mark.parametrize("crr_goals", ["all", "real"])

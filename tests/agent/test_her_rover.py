@@ -417,3 +417,40 @@ def test_curriculum_counts_episodes_and_its_level_reaches_the_workers() -> None:
         assert [g[0][0].level for g in procs.call("groups")] == [pytest.approx(0.6)] * 2
     finally:
         procs.close()
+
+
+def test_training_episodes_can_end_where_the_rewards_put_the_goal() -> None:
+    """episode_end='reward': the training env no longer ends on its own (estimate) test but where
+    the reward's keys are all true; the default keeps the env's own end, as evaluation does."""
+    from agent.her import success_keys, training_env_fn
+    from sim.backend import push_reverse_start
+
+    start = push_reverse_start(np.random.default_rng(0), 0.0)  # box on the goal: both say done
+    zero = np.zeros(2, np.float32)
+
+    def steps_to_end(fn) -> tuple[int, bool]:
+        env = fn()
+        try:
+            env.reset(seed=0, options={"start": start})
+            for t in range(1, 4):
+                _, _, term, trunc, info = env.step(zero)
+                if term or trunc:
+                    return t, bool(info["is_success"])
+            return 0, bool(info["is_success"])
+        finally:
+            env.close()
+
+    kw = {"description": "rover"}
+    push = HerConfig(task="push")
+    assert success_keys(push) == ("true_success",)
+    assert success_keys(HerConfig(task="push", reward_on="both")) == ("true_success", "is_success")
+    own = HerConfig(task="push", episode_end="reward")
+    assert steps_to_end(training_env_fn(push, "sim2pi/RoverPush-v0", kw, ["x"])) == (1, True)
+    assert steps_to_end(training_env_fn(own, "sim2pi/RoverPush-v0", kw, ["true_success"]))[0] == 1
+    # a key never set: the env's own success (the estimate on the goal) no longer ends it
+    assert steps_to_end(training_env_fn(own, "sim2pi/RoverPush-v0", kw, ["x"])) == (0, True)
+    # rewards on the estimate: the env's own end, whatever episode_end says
+    est = HerConfig(task="push", episode_end="reward", reward_on="estimate")
+    assert steps_to_end(training_env_fn(est, "sim2pi/RoverPush-v0", kw, ["x"])) == (1, True)
+    with pytest.raises(Sim2PiError, match="episode_end must be"):
+        HerConfig(episode_end="never")
