@@ -106,8 +106,7 @@ class HerConfig:
         "potential-based reward shaping (Ng et al. 1999) on top of the sparse reward: "
         "shaping * (|ag - g| - gamma * |ag' - g|) per transition, on the true achieved goal (the "
         "estimate with reward_on=estimate; |ag' - g| = 0 at a terminal), recomputed for relabeled "
-        "goals; leaves the task's "
-        "optimal policies unchanged; 0 = sparse only",
+        "goals; leaves the task's optimal policies unchanged; 0 = sparse only",
     )
     reward_on: str = _f(
         "truth",
