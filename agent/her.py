@@ -984,12 +984,14 @@ def train(
                 r.final_true_achieved_goal if truth else None,
             ):
                 replay.add_episode(*ep)
+                o, a_g, d_g, _, t_g = ep
+                # train success as the rewards judge it: the goal reached at some step
+                ok = replay.judge((a_g if t_g is None else t_g)[1:], a_g[1:], d_g)[1]
+                recent_success.append(float(ok.any()))
                 if fresh and agent.updates < 20_000:  # they settle early; stop paying later
-                    o, a_g, d_g, _, _ = ep
                     agent.stats.update(agent.features(o[:-1], a_g[:-1], d_g))
             if done.any():
                 noise.reset(done)
-                recent_success += r.success[done].astype(float).tolist()
                 recent_success = recent_success[-100:]
                 if fresh and agent.updates < 20_000:
                     agent.refresh_stats()

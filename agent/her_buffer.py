@@ -223,6 +223,25 @@ class EpisodeReplay:
     def __len__(self) -> int:
         return self.n_transitions
 
+    def judge(
+        self, true_ag: np.ndarray, ag: np.ndarray, goal: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sparse reward ([n] float32) and whether the goal counts as reached ([n] bool) for
+        rows of achieved goals (the true one and the estimate) against ``goal``: on the true
+        achieved goal, and with ``judge_both`` on the estimate as well."""
+        n = len(goal)
+        reward = np.asarray(self.reward_fn(true_ag, goal, None), np.float32).reshape(n)
+        if self.judge_both:  # the estimate must be there too: the worse of the two rewards
+            r_est = np.asarray(self.reward_fn(ag, goal, None), np.float32)
+            reward = np.minimum(reward, r_est.reshape(n))
+        if self.success_fn is None:
+            success = reward_success(reward)
+        else:
+            success = np.asarray(self.success_fn(true_ag, goal), bool).reshape(n)
+            if self.judge_both:
+                success &= np.asarray(self.success_fn(ag, goal), bool).reshape(n)
+        return reward, np.asarray(success, bool)
+
     def sample(self, batch_size: int, relabel: bool = True) -> HerBatch:
         """Draw ``batch_size`` transitions uniformly and relabel them (see the module docstring);
         ``relabel=False`` keeps every recorded goal (what behaviour cloning wants)."""
@@ -254,18 +273,9 @@ class EpisodeReplay:
             goal[swap] = self.tag[ep[swap], goal_t[swap]]
         next_tag = self.tag[ep, t + 1]
         next_ag = self.ag[ep, t + 1]
-        reward = np.asarray(self.reward_fn(next_tag, goal, None), np.float32).reshape(batch_size)
-        if self.judge_both:  # the estimate must be there too: the worse of the two rewards
-            r_est = np.asarray(self.reward_fn(next_ag, goal, None), np.float32)
-            reward = np.minimum(reward, r_est.reshape(batch_size))
+        reward, success = self.judge(next_tag, next_ag, goal)
         if self.terminate_on_success:
-            if self.success_fn is None:
-                success = reward_success(reward)
-            else:
-                success = np.asarray(self.success_fn(next_tag, goal), bool)
-                if self.judge_both:
-                    success &= np.asarray(self.success_fn(next_ag, goal), bool)
-            terminated = np.asarray(success, np.float32).reshape(batch_size)
+            terminated = success.astype(np.float32)
         else:
             terminated = np.zeros(batch_size, np.float32)
         if self.shaping:

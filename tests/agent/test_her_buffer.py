@@ -280,6 +280,10 @@ def test_judge_both_needs_the_truth_and_the_estimate_at_the_goal(with_success_fn
     assert both.any() and (at_truth & ~at_est).any() and (at_est & ~at_truth).any()
     np.testing.assert_array_equal(b.reward, np.where(both, 0.0, -1.0))
     np.testing.assert_array_equal(b.terminated, both.astype(np.float32))
+    # the same judgement for any rows (the learner's train success uses it)
+    r, ok = buf.judge(b.next_true_achieved_goal, b.next_achieved_goal, b.desired_goal)
+    np.testing.assert_array_equal(ok, both)
+    np.testing.assert_array_equal(r, b.reward)
 
 
 def test_labels_are_kept_only_where_they_can_differ_from_the_action() -> None:
