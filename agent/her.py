@@ -792,7 +792,7 @@ def training_env_fn(
     """The training envs' factory: the env itself, or with ``episode_end="reward"`` (and rewards
     not on the estimate) the env built without its own end on success and ended where every
     ``info[k]`` of ``keys`` is true."""
-    if cfg.episode_end == "reward" and cfg.reward_on != "estimate":
+    if cfg.ends_on_reward:
         return end_on_success(make_env_fn(env_id, **kwargs, terminate_on_success=False), keys)
     return make_env_fn(env_id, **kwargs)
 
@@ -821,7 +821,7 @@ def train(
         kwargs = {"description": cfg.robot} if env_id.startswith("sim2pi/") else {}
         env_fn = make_env_fn(env_id, **kwargs)
         train_env_fn = training_env_fn(cfg, env_id, kwargs, keys)
-    elif cfg.episode_end == "reward" and cfg.reward_on != "estimate":
+    elif cfg.ends_on_reward:
         raise Sim2PiError(
             "episode_end='reward' needs the config's sim2pi task (it builds the training envs "
             "without their own end on success); with a custom env_fn, build it that way yourself"

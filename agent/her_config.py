@@ -196,6 +196,12 @@ class HerConfig:
     )
     log_every: float = _f(10.0, "seconds between progress log lines")
 
+    @property
+    def ends_on_reward(self) -> bool:
+        """Training episodes end where the rewards count the goal as reached, not at the env's
+        own test (``episode_end="reward"`` with rewards not on the estimate)."""
+        return self.episode_end == "reward" and self.reward_on != "estimate"
+
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         for name, options in CHOICES.items():

@@ -117,6 +117,11 @@ def _wrapped(env_fn: EnvFn, wrapper: Callable[..., gym.Env], *args: Any) -> gym.
     return wrapper(env_fn(), *args)
 
 
+def all_true(info: dict[str, Any], keys: Sequence[str]) -> bool:
+    """Whether every ``info[k]`` of ``keys`` is true (a missing key is false)."""
+    return all(bool(info.get(k, False)) for k in keys)
+
+
 class EndOnSuccess(gym.Wrapper):
     """Ends an episode (``terminated``) at the first step where every ``info[k]`` of ``keys`` is
     true, e.g. where the true box reaches the goal. Wrap an env built not to end episodes on its
@@ -128,7 +133,7 @@ class EndOnSuccess(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         obs, rew, term, trunc, info = self.env.step(action)
-        term = bool(term) or all(bool(info.get(k, False)) for k in self.keys)
+        term = bool(term) or all_true(info, self.keys)
         return obs, rew, term, trunc, info
 
 
@@ -230,23 +235,23 @@ class StartStates(gym.Wrapper):
             )
         self.success_keys = tuple(success_keys)
         self._rng: np.random.Generator | None = None
-        self._in_curriculum = self._hit = False
+        # the curriculum of the episode under way (None: not a curriculum start) and its level
         self._curriculum: Curriculum | None = None
         self._start_level = 0.0
+        self._hit = False
         self._episodes = 0
         self._successes = 0
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         if self._rng is None or kwargs.get("seed") is not None:
             self._rng = np.random.default_rng(kwargs.get("seed"))
-        self._in_curriculum = self._hit = False
+        self._curriculum, self._hit = None, False
         if kwargs.get("options") is None:
             u = self._rng.random()
             for states, p in self.groups:
                 if u < p:
                     if isinstance(states, Curriculum):
                         start = states(self._rng)
-                        self._in_curriculum = True
                         self._curriculum, self._start_level = states, states.level
                     else:
                         start = states[int(self._rng.integers(len(states)))]
@@ -257,14 +262,13 @@ class StartStates(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         obs, rew, term, trunc, info = self.env.step(action)
-        if self._in_curriculum:
-            self._hit = self._hit or all(bool(info.get(k, False)) for k in self.success_keys)
+        if self._curriculum is not None:
+            self._hit = self._hit or all_true(info, self.success_keys)
             if term or trunc:
-                assert self._curriculum is not None
                 if self._curriculum.level == self._start_level:
                     self._episodes += 1
                     self._successes += int(self._hit)
-                self._in_curriculum = False
+                self._curriculum = None
         return obs, rew, term, trunc, info
 
     def set_curriculum_level(self, level: float) -> None:
