@@ -232,7 +232,7 @@ class Batch(NamedTuple):
     action: Tensor  # [B, A]: executed (what the critics judge)
     reward: Tensor  # [B]
     next_x: Tensor  # [B, in]
-    not_done: Tensor  # [B]: 1 - terminated
+    discount: Tensor  # [B]: factor on the next state's value, gamma^m (1 - terminated)
     is_demo: Tensor  # [B] bool
     priv: Tensor | None = None  # [B, 2 * goal_dim]: critic-only ground truth (normalized)
     next_priv: Tensor | None = None
@@ -394,7 +394,7 @@ class SacHer:
             action=torch.from_numpy(np.ascontiguousarray(b.action)),
             reward=torch.from_numpy(b.reward),
             next_x=self.inputs(b.next_observation, b.next_achieved_goal, b.desired_goal),
-            not_done=torch.from_numpy(1.0 - b.terminated),
+            discount=torch.from_numpy(b.discount),
             is_demo=is_demo,
             priv=self.privileged_features(b.true_achieved_goal, b.desired_goal),
             next_priv=self.privileged_features(b.next_true_achieved_goal, b.desired_goal),
@@ -414,7 +414,7 @@ class SacHer:
         with torch.no_grad():
             na, nlogp = head.sample(actor.trunk(batch.next_x))
             nq = self.critic_target(_cat(batch.next_x, batch.next_priv, na)).min(0).values
-            target = batch.reward + cfg.gamma * batch.not_done * (nq - alpha * nlogp)
+            target = batch.reward + batch.discount * (nq - alpha * nlogp)
         q = self.critic(_cat(batch.x, batch.priv, batch.action))
         critic_loss = ((q - target) ** 2).mean(1).sum()
 
@@ -606,7 +606,8 @@ def load_demo_replay(
         k=cfg.her_k,
         seed=cfg.seed + 1,
         shaping=cfg.shaping,
-        shaping_gamma=cfg.gamma,
+        gamma=cfg.gamma,
+        n_step=cfg.n_step,
     )
     for e in episodes:
         replay.add_episode(*e)
@@ -869,7 +870,8 @@ def train(
             judge_both=cfg.reward_on == "both",
             keep_labels=False,  # online data: the executed action is the label
             shaping=cfg.shaping,
-            shaping_gamma=cfg.gamma,
+            gamma=cfg.gamma,
+            n_step=cfg.n_step,
         )
         demo = None
         if cfg.demos:
@@ -1178,7 +1180,7 @@ def _update_block(
                 full.action[s],
                 full.reward[s],
                 full.next_x[s],
-                full.not_done[s],
+                full.discount[s],
                 is_demo,
                 None if full.priv is None else full.priv[s],
                 None if full.next_priv is None else full.next_priv[s],

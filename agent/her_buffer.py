@@ -57,10 +57,11 @@ class HerBatch(NamedTuple):
     achieved_goal: np.ndarray  # [B, goal_dim]
     desired_goal: np.ndarray  # [B, goal_dim]: the goal the transition is judged against
     action: np.ndarray  # [B, act_dim]: the executed action (what produced the next state)
-    reward: np.ndarray  # [B]: compute_reward(next_achieved_goal, desired_goal)
-    next_observation: np.ndarray  # [B, obs_dim]
+    reward: np.ndarray  # [B]: compute_reward(next_achieved_goal, desired_goal) (n-step: the sum)
+    next_observation: np.ndarray  # [B, obs_dim]: the state bootstrapped from (n-step: t + m)
     next_achieved_goal: np.ndarray  # [B, goal_dim]
     terminated: np.ndarray  # [B] float32 0/1: true environment end (never a time limit)
+    discount: np.ndarray  # [B]: factor on the next state's value, gamma^m * (1 - terminated)
     relabeled: np.ndarray  # [B] bool: the desired goal was replaced by an achieved one
     episode: np.ndarray  # [B] int64: episode slot (for tests and diagnostics)
     t: np.ndarray  # [B] int64: time step within the episode
@@ -97,6 +98,9 @@ class EpisodeReplay:
         keep_labels: store a behaviour-cloning label per step (demos, whose label may differ from
             the executed action). ``False`` (online data, where they are the same): no label
             array, and batches carry the action as the label.
+        shaping: potential-based reward shaping per metre of progress (``agent.her_config``).
+        gamma: the learner's discount (for ``discount``, shaping and n-step returns).
+        n_step: steps summed before bootstrapping (see the module docstring).
     """
 
     def __init__(
@@ -117,7 +121,8 @@ class EpisodeReplay:
         judge_both: bool = False,
         keep_labels: bool = True,
         shaping: float = 0.0,
-        shaping_gamma: float = 0.98,
+        gamma: float = 0.98,
+        n_step: int = 1,
     ):
         if strategy not in STRATEGIES:
             raise Sim2PiError(f"unknown HER strategy '{strategy}'; choose one of {STRATEGIES}")
@@ -134,7 +139,9 @@ class EpisodeReplay:
         self.judge_both = judge_both
         if shaping < 0:
             raise Sim2PiError(f"shaping must be >= 0 (reward per metre of progress), got {shaping}")
-        self.shaping, self.shaping_gamma = float(shaping), float(shaping_gamma)
+        if n_step < 1:
+            raise Sim2PiError(f"n_step must be >= 1, got {n_step}")
+        self.shaping, self.gamma, self.n_step = float(shaping), float(gamma), int(n_step)
         self.strategy = strategy
         self.k = int(k)
         self.geometric_gamma = float(geometric_gamma)
@@ -271,20 +278,31 @@ class EpisodeReplay:
         goal = self.dg[ep, t]
         if swap.any():
             goal[swap] = self.tag[ep[swap], goal_t[swap]]
-        next_tag = self.tag[ep, t + 1]
-        next_ag = self.ag[ep, t + 1]
-        reward, success = self.judge(next_tag, next_ag, goal)
-        if self.terminate_on_success:
-            terminated = success.astype(np.float32)
-        else:
-            terminated = np.zeros(batch_size, np.float32)
+        reward = np.zeros(batch_size, np.float32)
+        terminated = np.zeros(batch_size, bool)
+        m = np.zeros(batch_size, np.int64)  # steps summed before bootstrapping
+        alive = np.ones(batch_size, bool)
+        for k in range(self.n_step):
+            alive &= t + k < length  # the episode has a transition t + k
+            if not alive.any():
+                break
+            i = np.minimum(t + k + 1, length)
+            r, reached = self.judge(self.tag[ep, i], self.ag[ep, i], goal)
+            reward += np.where(alive, self.gamma**k * r, 0.0).astype(np.float32)
+            m += alive
+            if self.terminate_on_success:
+                terminated |= alive & reached
+                alive &= ~reached
+        nxt = t + m
+        next_tag, next_ag = self.tag[ep, nxt], self.ag[ep, nxt]
+        discount = (self.gamma**m * ~terminated).astype(np.float32)
         if self.shaping:
             # potential-based shaping (Ng et al. 1999), phi = -shaping * |true ag - goal| and 0 at
-            # a terminal state: it leaves the optimal policies of the sparse task unchanged
+            # a terminal state: it leaves the optimal policies of the sparse task unchanged. Over
+            # m steps its terms telescope to gamma^m phi(t + m) - phi(t).
             phi = -self.shaping * np.linalg.norm(self.tag[ep, t] - goal, axis=-1)
             phi_next = -self.shaping * np.linalg.norm(next_tag - goal, axis=-1)
-            reward = reward + self.shaping_gamma * (1.0 - terminated) * phi_next - phi
-            reward = reward.astype(np.float32)
+            reward = (reward + discount * phi_next - phi).astype(np.float32)
         action = self.action[ep, t]
         return HerBatch(
             observation=self.obs[ep, t],
@@ -292,9 +310,10 @@ class EpisodeReplay:
             desired_goal=goal,
             action=action,
             reward=reward,
-            next_observation=self.obs[ep, t + 1],
+            next_observation=self.obs[ep, nxt],
             next_achieved_goal=next_ag,
-            terminated=terminated,
+            terminated=terminated.astype(np.float32),
+            discount=discount,
             relabeled=swap,
             episode=ep,
             t=t,

@@ -45,6 +45,13 @@ class HerConfig:
     threads: int = _f(1, "torch threads of the learner")
     # learning
     gamma: float = _f(0.98, "discount; 50-step horizon for 150-300-step episodes")
+    n_step: int = _f(
+        1,
+        "steps of reward summed before bootstrapping (n-step returns, judged against the relabeled "
+        "goal at each step; cut short where the goal is reached or the episode ends). Not "
+        "corrected for the policy that collected the data; the sparse reward travels n times as "
+        "far per update",
+    )
     lr: float = _f(1e-3, "Adam learning rate of actor and critic (rl-zoo FetchReach SAC: 1e-3)")
     alpha_lr: float = _f(1e-3, "learning rate of the entropy temperature")
     init_alpha: float = _f(0.1, "initial entropy temperature")
@@ -216,6 +223,8 @@ class HerConfig:
             raise Sim2PiError(f"gamma must be in (0, 1), got {self.gamma}")
         if self.utd <= 0:
             raise Sim2PiError(f"utd (gradient steps per env step) must be > 0, got {self.utd}")
+        if self.n_step < 1:
+            raise Sim2PiError(f"n_step must be >= 1, got {self.n_step}")
         if self.batch_size < 2:
             raise Sim2PiError(f"batch_size must be >= 2, got {self.batch_size}")
         if self.demo_fraction < 0:

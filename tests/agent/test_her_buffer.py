@@ -315,9 +315,7 @@ def test_shaping_is_potential_based_on_the_true_achieved_goal() -> None:
         return -(np.linalg.norm(ag - dg, axis=-1) >= 1.5).astype(np.float32)
 
     sparse = EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=near, seed=0)
-    shaped = EpisodeReplay(
-        3, 2, 2, 20, 10_000, reward_fn=near, seed=0, shaping=c, shaping_gamma=gamma
-    )
+    shaped = EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=near, seed=0, shaping=c, gamma=gamma)
     for i in range(4):
         obs, truth, goal, act = line_episode(10, i)
         est = truth + 0.3  # a biased estimate: the shaping must ignore it
@@ -335,3 +333,53 @@ def test_shaping_is_potential_based_on_the_true_achieved_goal() -> None:
     np.testing.assert_array_equal(b.terminated, a.terminated)
     with pytest.raises(Sim2PiError, match="shaping must be >= 0"):
         EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=reward_fn, shaping=-1.0)
+
+
+@pytest.mark.parametrize("terminate", [True, False])
+def test_n_step_returns_stop_at_the_goal_or_the_episode_end(terminate: bool) -> None:
+    """n_step=3 sums gamma^k r_{t+k} against the (relabeled) goal until the goal is reached
+    (terminal: no bootstrap, when the env ends on success) or the episode ends (bootstrapped,
+    never terminal), and bootstraps from obs[t + m] with discount gamma^m. Checked row by row
+    against a plain loop over the stored episodes; sampling itself does not change with n."""
+    n, gamma = 3, 0.9
+    kw: dict = dict(reward_fn=reward_fn, seed=0, terminate_on_success=terminate, gamma=gamma)
+    one = EpisodeReplay(3, 2, 2, 20, 10_000, **kw)
+    multi = EpisodeReplay(3, 2, 2, 20, 10_000, n_step=n, **kw)
+    episodes = {}
+    for i, length in enumerate((10, 6, 4)):
+        obs, ag, goal, act = line_episode(length, i)
+        if i == 1:
+            goal = ag[-1]  # ended on success at its last step
+        for buf in (one, multi):
+            slot = buf.add_episode(obs, ag, goal, act)
+        episodes[slot] = (obs, ag, length)
+    a, b = one.sample(3000), multi.sample(3000)
+    np.testing.assert_array_equal(a.episode, b.episode)
+    np.testing.assert_array_equal(a.t, b.t)
+    np.testing.assert_array_equal(a.desired_goal, b.desired_goal)
+    np.testing.assert_allclose(a.discount, gamma * (1.0 - a.terminated))
+    seen = set()
+    for j in range(len(b.t)):
+        obs, ag, length = episodes[int(b.episode[j])]
+        t, goal = int(b.t[j]), b.desired_goal[j]
+        ret, m, term = 0.0, 0, False
+        for k in range(n):
+            if t + k >= length:
+                break
+            r = float(reward_fn(ag[t + k + 1], goal, None))
+            ret, m = ret + gamma**k * r, k + 1
+            if terminate and r == 0.0:
+                term = True
+                break
+        assert b.reward[j] == pytest.approx(ret, abs=1e-5)
+        assert b.terminated[j] == float(term)
+        assert b.discount[j] == pytest.approx(0.0 if term else gamma**m, abs=1e-6)
+        np.testing.assert_array_equal(b.next_observation[j], obs[t + m])
+        np.testing.assert_array_equal(b.next_achieved_goal[j], ag[t + m])
+        seen.add((m, term))
+    # every case occurred: full n steps, cut by the goal, cut by the episode's end
+    assert {(3, False), (1, False), (2, False)} <= seen
+    if terminate:
+        assert {(1, True), (2, True), (3, True)} <= seen
+    with pytest.raises(Sim2PiError, match="n_step must be >= 1"):
+        EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=reward_fn, n_step=0)
