@@ -345,15 +345,20 @@ def test_n_step_returns_stop_at_the_goal_or_the_episode_end(terminate: bool) -> 
     kw: dict = dict(reward_fn=reward_fn, seed=0, terminate_on_success=terminate, gamma=gamma)
     one = EpisodeReplay(3, 2, 2, 20, 10_000, **kw)
     multi = EpisodeReplay(3, 2, 2, 20, 10_000, n_step=n, **kw)
+    shaped = EpisodeReplay(3, 2, 2, 20, 10_000, n_step=n, shaping=2.0, **kw)
     episodes = {}
     for i, length in enumerate((10, 6, 4)):
         obs, ag, goal, act = line_episode(length, i)
         if i == 1:
             goal = ag[-1]  # ended on success at its last step
-        for buf in (one, multi):
+        for buf in (one, multi, shaped):
             slot = buf.add_episode(obs, ag, goal, act)
         episodes[slot] = (obs, ag, length)
-    a, b = one.sample(3000), multi.sample(3000)
+    a, b, c = one.sample(3000), multi.sample(3000), shaped.sample(3000)
+    # shaping over m steps telescopes: gamma^m phi(t + m) (0 at a terminal) - phi(t)
+    phi = -2.0 * np.linalg.norm(b.achieved_goal - b.desired_goal, axis=1)
+    phi_next = -2.0 * np.linalg.norm(b.next_achieved_goal - b.desired_goal, axis=1)
+    np.testing.assert_allclose(c.reward - b.reward, b.discount * phi_next - phi, atol=1e-4)
     np.testing.assert_array_equal(a.episode, b.episode)
     np.testing.assert_array_equal(a.t, b.t)
     np.testing.assert_array_equal(a.desired_goal, b.desired_goal)
