@@ -44,7 +44,11 @@ class HerConfig:
     workers: int = _f(1, "env worker processes (0 = step envs in the learner's process)")
     threads: int = _f(1, "torch threads of the learner")
     # learning
-    gamma: float = _f(0.98, "discount; 50-step horizon for 150-300-step episodes")
+    gamma: float = _f(
+        0.98,
+        "discount; 0.98 looks about 50 steps (2.5 s at 20 Hz) ahead. Push without demos learned "
+        "faster with 0.99 and --n-step 3 (worse with 0.99 alone)",
+    )
     n_step: int = _f(
         1,
         "steps of reward summed before bootstrapping (n-step returns, judged against the relabeled "
