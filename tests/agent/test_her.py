@@ -223,6 +223,42 @@ def test_demos_with_q_filter_update_runs_and_reports_bc() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.actor.trunk.parameters()))
 
 
+def test_critic_target_bootstraps_with_each_rows_discount() -> None:
+    """The critics regress on r + discount * (min target Q(s', a') - alpha log pi(a'|s')), with
+    the batch's own per-row discount (gamma^m (1 - terminated) from n-step sampling), not a
+    global gamma: the reported critic loss equals one computed by hand from the same draws."""
+    agent = SacHer(point_spec(), toy_cfg(hidden=(32, 32)))
+    from agent.her import Batch, _cat
+
+    torch.manual_seed(1)
+    n = 64
+    # per-row discounts as n-step sampling makes them: 0 (terminal), gamma, gamma^2, gamma^3
+    discount = 0.95 ** torch.randint(1, 4, (n,)).float() * (torch.rand(n) > 0.25)
+    batch = Batch(
+        torch.randn(n, agent.in_dim),
+        torch.rand(n, 2) * 2 - 1,
+        -torch.rand(n) * 3,
+        torch.randn(n, agent.in_dim),
+        discount,
+        torch.zeros(n, dtype=torch.bool),
+        torch.randn(n, agent.priv_dim),
+        torch.randn(n, agent.priv_dim),
+    )
+    alpha = agent.log_alpha.exp().detach()
+    torch.manual_seed(7)
+    with torch.no_grad():
+        na, nlogp = agent.head.sample(agent.actor.trunk(batch.next_x))
+        nq = agent.critic_target(_cat(batch.next_x, batch.next_priv, na)).min(0).values
+        target = batch.reward + discount * (nq - alpha * nlogp)
+        q = agent.critic(_cat(batch.x, batch.priv, batch.action))
+        expected = float(((q - target) ** 2).mean(1).sum())
+        with_gamma = float(((q - batch.reward - 0.95 * (nq - alpha * nlogp)) ** 2).mean(1).sum())
+    torch.manual_seed(7)
+    out = agent.update(batch)
+    assert out["losses/critic"] == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - with_gamma) > 1e-3 * expected  # the check can tell the two apart
+
+
 def test_ensemble_critic_matches_two_separate_mlps() -> None:
     torch.manual_seed(0)
     c = EnsembleCritic(5, (7, 3), n=2)
