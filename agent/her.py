@@ -942,6 +942,7 @@ def train(
             agent.refresh_stats()
 
         history: list[dict[str, float]] = []
+        best_key = best_so_far(out) if cfg.resume and out is not None else None
         budget = cfg.minutes * 60.0
         env_steps, credit = start_steps, 0.0
         train_time, eval_time = 0.0, 0.0
@@ -1067,6 +1068,10 @@ def train(
                     eval_callback(row)
                 if out is not None:  # keep the latest actor on disk during long runs
                     save_run(out, agent, env_steps, row)
+                    if best_key is None or eval_rank(row) > best_key:
+                        best_key = eval_rank(row)
+                        save_run(out / BEST, agent, env_steps, row, resumable=False)
+                        log.info("best evaluation so far: actor saved to %s", out / BEST)
                 if (
                     cfg.target_success is not None
                     and time_to_target is None
@@ -1191,8 +1196,34 @@ def _update_block(
     return losses
 
 
-def save_run(out: Path, agent: SacHer, env_steps: int, eval_results: dict[str, float]) -> Path:
-    """Save the actor through :mod:`agent.checkpoint` (+ critics and temperature for resuming)."""
+BEST = "best"  # RUN/best: the actor of the best evaluation so far, a checkpoint of its own
+
+
+def eval_rank(ev: dict[str, Any]) -> tuple[float, float]:
+    """How evaluations are ranked for ``RUN/best``: success as the env judges it (the robot's
+    own estimate, as on the Pi), ties broken by the twin's ground truth where there is one."""
+    truth = float(ev.get("true_success_rate", float("nan")))
+    return float(ev.get("success_rate", 0.0)), (-1.0 if math.isnan(truth) else truth)
+
+
+def best_so_far(out: Path) -> tuple[float, float] | None:
+    """The rank of the run's saved best evaluation (``--resume`` keeps beating that one)."""
+    from agent.checkpoint import read_meta
+
+    if not (out / BEST / "checkpoint.json").exists():
+        return None
+    return eval_rank(read_meta(out / BEST).eval)
+
+
+def save_run(
+    out: Path,
+    agent: SacHer,
+    env_steps: int,
+    eval_results: dict[str, float],
+    resumable: bool = True,
+) -> Path:
+    """Save the actor through :mod:`agent.checkpoint`, with the critics, temperature, optimizer
+    and statistics for ``--resume`` if ``resumable`` (``RUN/best`` holds the actor alone)."""
     from agent.checkpoint import save_checkpoint
 
     return save_checkpoint(
@@ -1204,7 +1235,9 @@ def save_run(out: Path, agent: SacHer, env_steps: int, eval_results: dict[str, f
         dataset=agent.cfg.demos,
         seed=agent.cfg.seed,
         eval_results=eval_results,
-        trainer_state={
+        trainer_state=None
+        if not resumable
+        else {
             "critic": agent.critic.state_dict(),
             "critic_target": agent.critic_target.state_dict(),
             "log_alpha": agent.log_alpha.detach().clone(),

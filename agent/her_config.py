@@ -198,7 +198,10 @@ class HerConfig:
     eval_episodes: int = _f(50, "deterministic episodes per evaluation")
     eval_envs: int = _f(10, "envs used for evaluation (in the learner's process)")
     norm_clip: float = _f(5.0, "clip of normalized inputs in the critic (and std floor 1e-2)")
-    out: str | None = _f(None, "run directory (checkpoint, config, tensorboard)")
+    out: str | None = _f(
+        None,
+        "run directory (latest checkpoint, config, tensorboard; RUN/best: the actor of the best evaluation)",
+    )
     resume: bool = _f(
         False,
         "continue the run in --out from its last checkpoint (networks, temperature, optimizer, "

@@ -197,6 +197,28 @@ def test_checkpoint_loads_through_agent_checkpoint(tmp_path) -> None:
         )
 
 
+def test_best_evaluation_is_kept_in_run_best_across_resume(tmp_path) -> None:
+    """RUN/best holds the actor of the best evaluation (first of equals), loadable on its own;
+    a resumed run only replaces it with a better one."""
+    from agent.checkpoint import load_policy, read_meta, update_eval
+
+    more = {"learning_starts": 400, "eval_every": 400, "eval_episodes": 8}
+    res = run_toy(seed=2, total_steps=2400, out=str(tmp_path / "run"), **more)
+    rates = [h["success_rate"] for h in res.history]
+    assert len(rates) == 6 and len(set(rates)) > 1, rates  # something to choose between
+    first_best = res.history[rates.index(max(rates))]
+    meta = read_meta(tmp_path / "run" / "best")
+    assert meta.step == first_best["env_steps"] and meta.eval["success_rate"] == max(rates)
+    policy, _ = load_policy(tmp_path / "run" / "best")
+    assert policy.config == res.agent.actor.config
+    assert not (tmp_path / "run" / "best" / "resume.pt").exists()
+    # an unbeatable best survives --resume; the latest checkpoint moves on
+    update_eval(tmp_path / "run" / "best", {"success_rate": 1.0, "true_success_rate": 1.0})
+    run_toy(seed=2, total_steps=3200, out=str(tmp_path / "run"), resume=True, **more)
+    assert read_meta(tmp_path / "run" / "best").step == first_best["env_steps"]
+    assert read_meta(tmp_path / "run").step == 3200
+
+
 def test_demos_with_q_filter_update_runs_and_reports_bc() -> None:
     """The fused update with demo rows: BC loss is computed on the demo rows only."""
     cfg = toy_cfg(demos="unused", demo_fraction=0.25, q_filter=True, critic_warmup=0)

@@ -102,6 +102,18 @@ def test_export_parity_and_twin_runtime_smoke(reach_run, tmp_path: Path) -> None
     assert report.exists()
 
 
+def test_best_checkpoint_evaluates_and_exports_on_its_own(reach_run, tmp_path: Path) -> None:
+    run, _ = reach_run
+    best = run / "best"
+    report = tmp_path / "eval.json"
+    r = sim2pi("eval", str(best), "-n", "2", "--no-video", "--no-plot", "--json", str(report))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 0.0 <= json.loads(report.read_text())["success_rate"] <= 1.0
+    r = sim2pi("export", str(best), "--out", str(tmp_path / "bundle"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "bundle" / "policy.onnx").exists()
+
+
 @pytest.mark.parametrize("actor", ["gaussian", "discrete"])
 def test_demos_from_a_recorded_dataset(tmp_path: Path, actor: str) -> None:
     data = tmp_path / "demos"
