@@ -17,7 +17,8 @@ console = Console()
 def _run_her(cfg: HerConfig) -> None:
     import dataclasses
 
-    from agent.her import train
+    from agent.checkpoint import read_meta
+    from agent.her import BEST, train
 
     if cfg.out is None:
         cfg = dataclasses.replace(cfg, out=f"runs/her-{cfg.task}-s{cfg.seed}")
@@ -35,6 +36,15 @@ def _run_her(cfg: HerConfig) -> None:
             + (f" (twin's ground truth {truth:.1%})" if truth is not None else "")
             + f" over {int(last['episodes'])} episodes at {int(last['env_steps'])} steps"
         )
+    if res.run is not None and (res.run / BEST / "checkpoint.json").exists():
+        best = read_meta(res.run / BEST)
+        truth = best.eval.get("true_success_rate")
+        console.print(
+            f"best evaluation: success {best.eval['success_rate']:.1%}"
+            + (f" (twin's ground truth {truth:.1%})" if truth is not None else "")
+            + f" at {best.step} steps → {res.run / BEST} (re-evaluate it with `sim2pi eval`: it "
+            "was picked on these evaluation starts)"
+        )
     if res.time_to_target is not None:
         console.print(f"reached {cfg.target_success:.0%} success after {res.time_to_target:.0f} s")
 
@@ -48,7 +58,8 @@ def register_train(train_app: typer.Typer) -> None:
             HerConfig,
             _run_her,
             doc="Off-policy SAC with Hindsight Experience Replay (optionally seeded from demos).\n\n"
-            "Saves the actor like any policy, so `sim2pi eval RUN` and `sim2pi export RUN` work.\n\n"
+            "Saves the actor like any policy, so `sim2pi eval RUN` and `sim2pi export RUN` work; "
+            "RUN/best holds the actor of the best evaluation.\n\n"
             "Example: sim2pi train her --task reach --minutes 5 --out runs/reach-her",
         )
     )

@@ -200,7 +200,8 @@ class HerConfig:
     norm_clip: float = _f(5.0, "clip of normalized inputs in the critic (and std floor 1e-2)")
     out: str | None = _f(
         None,
-        "run directory (latest checkpoint, config, tensorboard; RUN/best: the actor of the best evaluation)",
+        "run directory (latest checkpoint, config, tensorboard; RUN/best: the actor of the best "
+        "evaluation)",
     )
     resume: bool = _f(
         False,
