@@ -787,6 +787,13 @@ def success_keys(cfg: HerConfig) -> tuple[str, ...]:
     )
 
 
+def curriculum_keys(cfg: HerConfig) -> tuple[str, ...]:
+    """The info keys that must all be true for a reverse-curriculum episode to count as a
+    success: those of the reward, except that staged rewards count the truth alone (their first
+    half), so the starts widen as the pushing improves and the seeing is learned on top."""
+    return ("true_success",) if cfg.reward_on == "staged" else success_keys(cfg)
+
+
 def training_env_fn(
     cfg: HerConfig, env_id: str, kwargs: dict[str, Any], keys: Sequence[str]
 ) -> EnvFn:
@@ -867,7 +874,8 @@ def train(
             strategy=cfg.strategy,
             k=cfg.her_k,
             seed=cfg.seed,
-            judge_both=cfg.reward_on == "both",
+            judge_both=cfg.reward_on in ("both", "staged"),
+            staged=cfg.reward_on == "staged",
             keep_labels=False,  # online data: the executed action is the label
             shaping=cfg.shaping,
             gamma=cfg.gamma,
@@ -925,8 +933,12 @@ def train(
 
             schedule = LevelSchedule(cfg.curriculum_success)
             groups.append((Curriculum(push_reverse_start), cfg.reverse_starts))
-        # curriculum episodes are judged as the reward judges them
-        train_fn = with_start_states(train_env_fn, groups, keys) if groups else train_env_fn
+        # curriculum episodes are judged as the reward judges them (staged: on the truth)
+        train_fn = (
+            with_start_states(train_env_fn, groups, curriculum_keys(cfg))
+            if groups
+            else train_env_fn
+        )
         envs = make_env_batch([train_fn] * cfg.envs, cfg.workers)
         n_demo = round(cfg.batch_size * cfg.demo_fraction) if demo is not None else 0
         stager = EpisodeStager(cfg.envs, od, gd, ad, max_steps)

@@ -27,7 +27,9 @@ Relabeled goals, rewards and ``terminated`` are then computed on it, while ``ach
 the policy's input. Without it, the achieved goal serves both roles. With ``judge_both``, a
 transition is rewarded (and terminal) only where both the ground truth and the estimate reach the
 goal (the worse of the two rewards): the goal must be reached *and* seen to be reached, as on the
-robot.
+robot. With ``staged`` as well, the reward is the mean of the truth's reward and that one: -1 until
+the true goal is reached, -0.5 while it is reached but not seen there, 0 (and terminal) once both
+are, so reaching is rewarded on its own and seeing it on top.
 
 Demonstrations go in their own :class:`EpisodeReplay` (so they are never evicted by fresh data and
 can be sampled at a fixed share of each batch, after Nair et al. 2018).
@@ -95,6 +97,8 @@ class EpisodeReplay:
         seed: for the sampler's generator.
         judge_both: success needs the ground truth *and* the achieved goal at the goal (see the
             module docstring).
+        staged: with ``judge_both``, half the reward for the ground truth at the goal and the
+            other half once the estimate is there too (see the module docstring).
         keep_labels: store a behaviour-cloning label per step (demos, whose label may differ from
             the executed action). ``False`` (online data, where they are the same): no label
             array, and batches carry the action as the label.
@@ -119,6 +123,7 @@ class EpisodeReplay:
         geometric_gamma: float = 0.98,
         seed: int | None = None,
         judge_both: bool = False,
+        staged: bool = False,
         keep_labels: bool = True,
         shaping: float = 0.0,
         gamma: float = 0.98,
@@ -136,7 +141,9 @@ class EpisodeReplay:
         self.reward_fn = reward_fn
         self.success_fn = success_fn
         self.terminate_on_success = terminate_on_success
-        self.judge_both = judge_both
+        if staged and not judge_both:
+            raise Sim2PiError("staged rewards need judge_both (the estimate is their second half)")
+        self.judge_both, self.staged = judge_both, staged
         if shaping < 0:
             raise Sim2PiError(f"shaping must be >= 0 (reward per metre of progress), got {shaping}")
         if n_step < 1:
@@ -235,12 +242,14 @@ class EpisodeReplay:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The sparse reward ([n] float32) and whether the goal counts as reached ([n] bool) for
         rows of achieved goals (the true one and the estimate) against ``goal``: on the true
-        achieved goal, and with ``judge_both`` on the estimate as well."""
+        achieved goal, and with ``judge_both`` on the estimate as well (``staged``: the mean of
+        the truth's reward and the worse of the two)."""
         n = len(goal)
         reward = np.asarray(self.reward_fn(true_ag, goal, None), np.float32).reshape(n)
         if self.judge_both:  # the estimate must be there too: the worse of the two rewards
             r_est = np.asarray(self.reward_fn(ag, goal, None), np.float32)
-            reward = np.minimum(reward, r_est.reshape(n))
+            both = np.minimum(reward, r_est.reshape(n))
+            reward = (0.5 * (reward + both)).astype(np.float32) if self.staged else both
         if self.success_fn is None:
             success = reward_success(reward)
         else:

@@ -18,7 +18,7 @@ def _f(default: Any, doc: str) -> Any:
 # the string fields with a fixed set of values (checked in HerConfig.__post_init__)
 CHOICES: dict[str, tuple[str, ...]] = {
     "actor": ("gaussian", "discrete"),
-    "reward_on": ("truth", "estimate", "both"),
+    "reward_on": ("truth", "estimate", "both", "staged"),
     "bc_goals": ("recorded", "all"),
     "crr_goals": ("real", "all"),
     "near_starts_side": ("any", "behind"),
@@ -125,7 +125,9 @@ class HerConfig:
         "goal, e.g. the true box; the policy still reads only its sensors) | estimate (the "
         "achieved goal the robot observes, as on the Pi; a noisy estimate can be gamed) | both "
         "(the goal counts as reached only where the truth and the estimate are both there: "
-        "reached and seen, as the env and the Pi judge it)",
+        "reached and seen, as the env and the Pi judge it) | staged (-1 until the true box is at the "
+        "goal, -0.5 while it is there but not seen there, 0 and the end once both are: reaching "
+        "pays on its own and seeing on top; the reverse curriculum counts the truth)",
     )
     privileged_critic: bool = _f(
         True,

@@ -434,7 +434,7 @@ def test_curriculum_counts_episodes_and_its_level_reaches_the_workers() -> None:
 def test_training_episodes_can_end_where_the_rewards_put_the_goal() -> None:
     """episode_end='reward': the training env no longer ends on its own (estimate) test but where
     the reward's keys are all true; the default keeps the env's own end, as evaluation does."""
-    from agent.her import success_keys, training_env_fn
+    from agent.her import curriculum_keys, success_keys, training_env_fn
     from sim.backend import push_reverse_start
 
     start = push_reverse_start(np.random.default_rng(0), 0.0)  # box on the goal: both say done
@@ -456,6 +456,14 @@ def test_training_episodes_can_end_where_the_rewards_put_the_goal() -> None:
     push = HerConfig(task="push")
     assert success_keys(push) == ("true_success",)
     assert success_keys(HerConfig(task="push", reward_on="both")) == ("true_success", "is_success")
+    # staged rewards end (and are terminal) where both are there, but the reverse curriculum
+    # counts the truth alone, as with reward_on truth
+    staged = HerConfig(task="push", reward_on="staged")
+    assert success_keys(staged) == ("true_success", "is_success")
+    assert curriculum_keys(staged) == ("true_success",)
+    assert curriculum_keys(HerConfig(task="push", reward_on="both")) == success_keys(
+        HerConfig(task="push", reward_on="both")
+    )
     own = HerConfig(task="push", episode_end="reward")
     assert steps_to_end(training_env_fn(push, "sim2pi/RoverPush-v0", kw, ["x"])) == (1, True)
     assert steps_to_end(training_env_fn(own, "sim2pi/RoverPush-v0", kw, ["true_success"]))[0] == 1
