@@ -8,8 +8,11 @@ Runs the scripted push expert twice on the same episodes:
   ends when the true box is within 5 cm.
 
 The gap between the two is what imperfect sensing costs: with sensors, a run's "success" is
-judged on an estimate whose error at the end is printed alongside. Usage:
-``python benchmarks/push_ceiling.py [--episodes 100] [--noise 0.0] [--no-append]``.
+judged on an estimate whose error at the end is printed alongside. ``--policy RUN ...`` runs trained
+checkpoints on the same episodes, to see where they fail: whether the true box ever reached the
+goal (reached but never seen there, or never pushed there), and the success by where the robot
+starts. Usage:
+``python benchmarks/push_ceiling.py [--episodes 100] [--noise 0.0] [--policy RUN ...] [--no-append]``.
 """
 
 from __future__ import annotations
@@ -57,7 +60,13 @@ def truthful(
     return o
 
 
-def run(mode: str, episodes: int, noise: float) -> dict[str, float]:
+# where the robot starts, by the cosine between (box - robot) and (goal - box)
+SIDES = (("behind", 0.5, 1.01), ("beside", -0.5, 0.5), ("goal side", -1.01, -0.5))
+
+
+def run(mode: str, episodes: int, noise: float, policy_run: str | None = None) -> dict[str, float]:
+    """``mode``: ``sensors`` / ``truth`` (the expert fed either) or ``policy`` (the checkpoint
+    ``policy_run``, as exported: deterministic, on its sensors)."""
     import gymnasium as gym
 
     import sim  # noqa: F401  (registers the envs)
@@ -68,59 +77,103 @@ def run(mode: str, episodes: int, noise: float) -> dict[str, float]:
     desc = load_description("rover")
     cols = truth_columns(desc)
     expert = make_expert("push", desc, noise=noise, seed=0)
-    est_ok, true_ok, est_err, true_dist = [], [], [], []
+    policy = None
+    if mode == "policy":
+        import torch
+
+        from agent.checkpoint import load_policy
+
+        torch.set_num_threads(1)
+        policy, _ = load_policy(policy_run or "")
+    est_ok, true_ok, ever_ok, est_err, true_dist, moved, side = [], [], [], [], [], [], []
     for ep in range(episodes):
         obs, info = env.reset(seed=1000 + ep)
         expert.reset()
-        done = False
+        box0, goal = np.asarray(info["true_box"]), obs["desired_goal"].copy()
+        u, v = goal - box0, box0 - np.asarray(info["true_pose"])[:2]
+        side.append(float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-9)))
+        ever, done = False, False
         while not done:
-            o = truthful(obs, info, cols) if mode == "truth" else obs
-            goal = obs["desired_goal"]
             if mode == "truth" and np.linalg.norm(info["true_box"] - goal) < SUCCESS:
                 break  # the truth-fed expert ends on true success, as the sensing one on its own
-            obs, _, term, trunc, info = env.step(expert.noisy(expert.act(o, info)))
+            if policy is not None:
+                action = policy.act({k: x[None, None] for k, x in obs.items()})[0]
+            else:
+                action = expert.noisy(
+                    expert.act(truthful(obs, info, cols) if mode == "truth" else obs, info)
+                )
+            obs, _, term, trunc, info = env.step(np.asarray(action, np.float32))
+            ever |= bool(np.linalg.norm(info["true_box"] - goal) < SUCCESS)
             done = term or trunc
         true_box = np.asarray(info["true_box"])
         est_ok.append(float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]) < SUCCESS))
         true_ok.append(float(np.linalg.norm(true_box - obs["desired_goal"]) < SUCCESS))
+        ever_ok.append(float(ever or true_ok[-1]))
         est_err.append(float(np.linalg.norm(obs["achieved_goal"] - true_box)))
         true_dist.append(float(np.linalg.norm(true_box - obs["desired_goal"])))
+        moved.append(float(np.linalg.norm(true_box - box0) > 0.02))
     env.close()
-    return {
+    out = {
         "estimate": float(np.mean(est_ok)),
         "truth": float(np.mean(true_ok)),
+        "ever": float(np.mean(ever_ok)),
+        "moved": float(np.mean(moved)),
         "est_err_cm": 100 * median(est_err),
         "true_dist_cm": 100 * median(true_dist),
     }
+    for name, lo, hi in SIDES:
+        rows = [e for e, c in zip(est_ok, side) if lo <= c < hi]
+        out[name] = float(np.mean(rows)) if rows else float("nan")
+        out[name + " n"] = float(len(rows))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--noise", type=float, default=0.0, help="DART noise of the expert's actions")
+    ap.add_argument(
+        "--policy",
+        nargs="*",
+        default=[],
+        metavar="RUN",
+        help="also run these checkpoints (e.g. a `sim2pi train her` RUN or RUN/best) on the same "
+        "episodes",
+    )
     ap.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
     load_before = load()
     rows = []
-    for mode in ("sensors", "truth"):
-        r = run(mode, args.episodes, args.noise)
+    jobs = [("expert, sensors", "sensors", None), ("expert, truth", "truth", None)]
+    jobs += [(f"policy {r}", "policy", r) for r in args.policy]
+    for label, mode, policy_run in jobs:
+        r = run(mode, args.episodes, args.noise, policy_run)
         rows.append(
             [
-                mode,
+                label,
                 f"{r['estimate']:.0%}",
                 f"{r['truth']:.0%}",
+                f"{r['ever']:.0%}",
+                f"{r['moved']:.0%}",
+                *(f"{r[n]:.0%} of {r[n + ' n']:.0f}" for n, _, _ in SIDES),
                 f"{r['est_err_cm']:.1f}",
                 f"{r['true_dist_cm']:.1f}",
             ]
         )
     body = (
-        f"RoverPush scripted expert, {args.episodes} episodes (seeds 1000+), action noise "
-        f"{args.noise:g}: fed the robot's sensors vs the twin's ground truth.\n\n"
+        f"RoverPush, {args.episodes} episodes (seeds 1000+), expert action noise {args.noise:g}: "
+        "the scripted expert fed the robot's sensors vs the twin's ground truth"
+        + (", and trained policies on their sensors" if args.policy else "")
+        + ". Success by the estimate is what the env and the Pi count; the side columns split it "
+        "by where the robot starts relative to the box and its goal.\n\n"
         + table(
             [
-                "expert reads",
+                "who",
                 "success (estimate)",
                 "success (ground truth)",
+                "true box on the goal at some step",
+                "box moved > 2 cm",
+                *(f"estimate, robot starts {n}" for n, _, _ in SIDES),
                 "median estimate error at the end, cm",
                 "median true box-goal distance, cm",
             ],
