@@ -19,12 +19,12 @@ scripted-expert episodes recorded with ``sim2pi record`` with DART noise ``--pus
     # the demo run as measured in RESULTS.md (discrete actor, 200 DART-0.3 demos):
     python benchmarks/her.py --only push --push-runs demos --push-minutes 60 --push-demos 200 \
         --push-demo-restarts 0 --push-workers 1 --seeds 0
-    # the best no-demo run in RESULTS.md (SAC, reverse curriculum, 3-step returns; measured with
-    # --push-workers 0 next to a second run, one core each):
-    python benchmarks/her.py --only push --push-runs no-demos --push-minutes 60 --push-workers 1 \
+    # the best no-demo run in RESULTS.md (SAC, reverse curriculum, staged rewards, 5-step returns;
+    # measured with --push-workers 0 next to a second run, one core each):
+    python benchmarks/her.py --only push --push-runs no-demos --push-minutes 60 --push-workers 0 \
         --seeds 0 --push-near-starts 0 --push-nodemo-set reverse_starts=0.8 \
         --push-nodemo-set curriculum_success=0.3 --push-nodemo-set gamma=0.99 \
-        --push-nodemo-set n_step=3
+        --push-nodemo-set n_step=5 --push-nodemo-set reward_on=staged
 """
 
 from __future__ import annotations
