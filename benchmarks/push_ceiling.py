@@ -29,8 +29,6 @@ from _common import append, load, median, table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SUCCESS = 0.05  # m, the task's success radius
-
 
 TRUE_FEATURES = ("x", "y", "cos_theta", "sin_theta", "box_x", "box_y", "box_seen")
 
@@ -71,7 +69,11 @@ def run(mode: str, episodes: int, noise: float, policy_run: str | None = None) -
 
     import sim  # noqa: F401  (registers the envs)
     from hardware.description import load_description
+    from hardware.tasks import is_success
     from sim.experts import make_expert
+
+    def at(a: np.ndarray, b: np.ndarray) -> bool:  # the task's own success test (5 cm)
+        return bool(is_success("push", a, b))
 
     env = gym.make("sim2pi/RoverPush-v0").unwrapped
     desc = load_description("rover")
@@ -94,7 +96,7 @@ def run(mode: str, episodes: int, noise: float, policy_run: str | None = None) -
         side.append(float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-9)))
         ever, done = False, False
         while not done:
-            if mode == "truth" and np.linalg.norm(info["true_box"] - goal) < SUCCESS:
+            if mode == "truth" and at(info["true_box"], goal):
                 break  # the truth-fed expert ends on true success, as the sensing one on its own
             if policy is not None:
                 action = policy.act({k: x[None, None] for k, x in obs.items()})[0]
@@ -103,11 +105,11 @@ def run(mode: str, episodes: int, noise: float, policy_run: str | None = None) -
                     expert.act(truthful(obs, info, cols) if mode == "truth" else obs, info)
                 )
             obs, _, term, trunc, info = env.step(np.asarray(action, np.float32))
-            ever |= bool(np.linalg.norm(info["true_box"] - goal) < SUCCESS)
+            ever |= at(info["true_box"], goal)
             done = term or trunc
         true_box = np.asarray(info["true_box"])
-        est_ok.append(float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]) < SUCCESS))
-        true_ok.append(float(np.linalg.norm(true_box - obs["desired_goal"]) < SUCCESS))
+        est_ok.append(float(at(obs["achieved_goal"], obs["desired_goal"])))
+        true_ok.append(float(at(true_box, obs["desired_goal"])))
         ever_ok.append(float(ever or true_ok[-1]))
         est_err.append(float(np.linalg.norm(obs["achieved_goal"] - true_box)))
         true_dist.append(float(np.linalg.norm(true_box - obs["desired_goal"])))
