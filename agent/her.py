@@ -874,8 +874,8 @@ def train(
             strategy=cfg.strategy,
             k=cfg.her_k,
             seed=cfg.seed,
-            judge_both=cfg.reward_on in ("both", "staged"),
-            staged=cfg.reward_on == "staged",
+            # "estimate" episodes carry no truth, so judging them on it judges the estimate
+            judge=cfg.reward_on if cfg.reward_on in ("both", "staged") else "truth",
             keep_labels=False,  # online data: the executed action is the label
             shaping=cfg.shaping,
             gamma=cfg.gamma,

@@ -24,10 +24,10 @@ sample`, once per batch, with no Python loop over transitions:
 Ground truth: an episode may come with ``true_achieved_goal`` (the simulator's true value of what
 the achieved goal estimates, e.g. the true box where the achieved goal is the camera's estimate).
 Relabeled goals, rewards and ``terminated`` are then computed on it, while ``achieved_goal`` stays
-the policy's input. Without it, the achieved goal serves both roles. With ``judge_both``, a
+the policy's input. Without it, the achieved goal serves both roles. With ``judge="both"``, a
 transition is rewarded (and terminal) only where both the ground truth and the estimate reach the
 goal (the worse of the two rewards): the goal must be reached *and* seen to be reached, as on the
-robot. With ``staged`` as well, the reward is the mean of the truth's reward and that one: -1 until
+robot. With ``judge="staged"``, the reward is the mean of the truth's reward and that one: -1 until
 the true goal is reached, -0.5 while it is reached but not seen there, 0 (and terminal) once both
 are, so reaching is rewarded on its own and seeing it on top.
 
@@ -50,6 +50,8 @@ RewardFn = Callable[[np.ndarray, np.ndarray, Any], np.ndarray]
 GoalEnv convention; ``info`` is passed as ``None``)."""
 SuccessFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``success(achieved_goal, desired_goal) -> bool`` over a batch."""
+JUDGES = ("truth", "both", "staged")
+"""What reaching a goal is judged on (see the module docstring)."""
 
 
 class HerBatch(NamedTuple):
@@ -95,10 +97,10 @@ class EpisodeReplay:
         k: relabeled goals per real one (the relabeling probability is ``k / (k + 1)``).
         geometric_gamma: mean offset ``1 / (1 - gamma)`` of the ``geometric`` strategy.
         seed: for the sampler's generator.
-        judge_both: success needs the ground truth *and* the achieved goal at the goal (see the
-            module docstring).
-        staged: with ``judge_both``, half the reward for the ground truth at the goal and the
-            other half once the estimate is there too (see the module docstring).
+        judge: what reaching the goal is judged on (see the module docstring): ``truth`` (the
+            true achieved goal, or the achieved goal where an episode has no truth); ``both``
+            (the truth *and* the achieved goal at the goal); ``staged`` (half the reward for the
+            truth at the goal, the other half once the achieved goal is there too).
         keep_labels: store a behaviour-cloning label per step (demos, whose label may differ from
             the executed action). ``False`` (online data, where they are the same): no label
             array, and batches carry the action as the label.
@@ -122,8 +124,7 @@ class EpisodeReplay:
         k: int = 4,
         geometric_gamma: float = 0.98,
         seed: int | None = None,
-        judge_both: bool = False,
-        staged: bool = False,
+        judge: str = "truth",
         keep_labels: bool = True,
         shaping: float = 0.0,
         gamma: float = 0.98,
@@ -141,9 +142,9 @@ class EpisodeReplay:
         self.reward_fn = reward_fn
         self.success_fn = success_fn
         self.terminate_on_success = terminate_on_success
-        if staged and not judge_both:
-            raise Sim2PiError("staged rewards need judge_both (the estimate is their second half)")
-        self.judge_both, self.staged = judge_both, staged
+        if judge not in JUDGES:
+            raise Sim2PiError(f"unknown judge '{judge}'; choose one of {JUDGES}")
+        self.judge_on = judge
         if shaping < 0:
             raise Sim2PiError(f"shaping must be >= 0 (reward per metre of progress), got {shaping}")
         if n_step < 1:
@@ -242,19 +243,22 @@ class EpisodeReplay:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The sparse reward ([n] float32) and whether the goal counts as reached ([n] bool) for
         rows of achieved goals (the true one and the estimate) against ``goal``: on the true
-        achieved goal, and with ``judge_both`` on the estimate as well (``staged``: the mean of
-        the truth's reward and the worse of the two)."""
+        achieved goal, and with ``judge`` ``both`` on the estimate as well (``staged``: the mean
+        of the truth's reward and the worse of the two)."""
         n = len(goal)
         reward = np.asarray(self.reward_fn(true_ag, goal, None), np.float32).reshape(n)
-        if self.judge_both:  # the estimate must be there too: the worse of the two rewards
+        on_both = self.judge_on != "truth"
+        if on_both:  # the estimate must be there too: the worse of the two rewards
             r_est = np.asarray(self.reward_fn(ag, goal, None), np.float32)
             both = np.minimum(reward, r_est.reshape(n))
-            reward = (0.5 * (reward + both)).astype(np.float32) if self.staged else both
+            reward = (
+                (0.5 * (reward + both)).astype(np.float32) if self.judge_on == "staged" else both
+            )
         if self.success_fn is None:
             success = reward_success(reward)
         else:
             success = np.asarray(self.success_fn(true_ag, goal), bool).reshape(n)
-            if self.judge_both:
+            if on_both:
                 success &= np.asarray(self.success_fn(ag, goal), bool).reshape(n)
         return reward, np.asarray(success, bool)
 

@@ -246,12 +246,12 @@ def test_ground_truth_drives_goals_rewards_and_terminations_not_the_estimate() -
         buf.add_episode(obs, ag, truth[-1], act, true_achieved_goal=truth[:-1])
 
 
-@pytest.mark.parametrize("staged", [False, True])
+@pytest.mark.parametrize("judge", ["both", "staged"])
 @pytest.mark.parametrize("with_success_fn", [True, False])
 def test_judge_both_needs_the_truth_and_the_estimate_at_the_goal(
-    with_success_fn: bool, staged: bool
+    with_success_fn: bool, judge: str
 ) -> None:
-    """judge_both: a goal counts as reached only where the true achieved goal and the estimate are
+    """judge both: a goal counts as reached only where the true achieved goal and the estimate are
     both within reach of it (reached and seen); the truth alone or the estimate alone is not
     enough, for rewards and for terminal flags. Staged: the truth alone earns half (-0.5), the
     estimate alone nothing, both 0 (and only both are terminal)."""
@@ -269,8 +269,7 @@ def test_judge_both_needs_the_truth_and_the_estimate_at_the_goal(
         success_fn=success if with_success_fn else None,
         strategy="future",
         seed=0,
-        judge_both=True,
-        staged=staged,
+        judge=judge,
     )
     for i in range(4):
         obs, truth, _, act = line_episode(10, i)
@@ -283,7 +282,7 @@ def test_judge_both_needs_the_truth_and_the_estimate_at_the_goal(
     at_est = np.linalg.norm(b.next_achieved_goal - b.desired_goal, axis=1) < SUCCESS
     both = at_truth & at_est
     assert both.any() and (at_truth & ~at_est).any() and (at_est & ~at_truth).any()
-    half = -0.5 if staged else -1.0  # the truth at the goal but not the estimate
+    half = -0.5 if judge == "staged" else -1.0  # the truth at the goal but not the estimate
     np.testing.assert_array_equal(b.reward, np.where(both, 0.0, np.where(at_truth, half, -1.0)))
     np.testing.assert_array_equal(b.terminated, both.astype(np.float32))
     # the same judgement for any rows (the learner's train success uses it)
@@ -292,9 +291,9 @@ def test_judge_both_needs_the_truth_and_the_estimate_at_the_goal(
     np.testing.assert_array_equal(r, b.reward)
 
 
-def test_staged_rewards_need_judge_both() -> None:
-    with pytest.raises(Sim2PiError, match="judge_both"):
-        EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=reward_fn, seed=0, staged=True)
+def test_an_unknown_judge_is_named() -> None:
+    with pytest.raises(Sim2PiError, match=r"unknown judge 'estimate'.*staged"):
+        EpisodeReplay(3, 2, 2, 20, 10_000, reward_fn=reward_fn, seed=0, judge="estimate")
 
 
 def test_labels_are_kept_only_where_they_can_differ_from_the_action() -> None:
