@@ -20,8 +20,8 @@ scripted-expert episodes recorded with ``sim2pi record`` with DART noise ``--pus
     python benchmarks/her.py --only push --push-runs demos --push-minutes 60 --push-demos 200 \
         --push-demo-restarts 0 --push-workers 1 --seeds 0
     # the best no-demo run in RESULTS.md (SAC, reverse curriculum, staged rewards, 5-step returns;
-    # measured with --push-workers 0 next to a second run, one core each):
-    python benchmarks/her.py --only push --push-runs no-demos --push-minutes 60 --push-workers 0 \
+    # alone on 2 cores; the seed repeats ran --push-workers 0, two side by side, one core each):
+    python benchmarks/her.py --only push --push-runs no-demos --push-minutes 60 --push-workers 1 \
         --seeds 0 --push-near-starts 0 --push-nodemo-set reverse_starts=0.8 \
         --push-nodemo-set curriculum_success=0.3 --push-nodemo-set gamma=0.99 \
         --push-nodemo-set n_step=5 --push-nodemo-set reward_on=staged
