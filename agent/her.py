@@ -931,7 +931,7 @@ def train(
                 raise Sim2PiError(f"--reverse-starts is for the push task, not '{spec.task}'")
             from sim.backend import push_reverse_start
 
-            schedule = LevelSchedule(cfg.curriculum_success)
+            schedule = LevelSchedule(cfg.curriculum_success, cfg.curriculum_step)
             groups.append((Curriculum(push_reverse_start), cfg.reverse_starts))
         # curriculum episodes are judged as the reward judges them (staged: on the truth)
         train_fn = (
@@ -1015,7 +1015,7 @@ def train(
             if schedule is not None and env_steps >= next_poll:
                 next_poll = env_steps + CURRICULUM_POLL
                 if poll_curriculum(envs, schedule):
-                    log.info("curriculum: level %.1f at %d steps", schedule.level, env_steps)
+                    log.info("curriculum: level %.2f at %d steps", schedule.level, env_steps)
 
             now = time.perf_counter() - t_start - eval_time
             if now >= next_log:

@@ -153,7 +153,12 @@ class HerConfig:
     curriculum_success: float = _f(
         0.3,
         "with reverse_starts: success rate of curriculum episodes (judged as the reward is) at "
-        "which the curriculum moves one step (0.1) towards the task's starts",
+        "which the curriculum moves one step (--curriculum-step) towards the task's starts",
+    )
+    curriculum_step: float = _f(
+        0.1,
+        "with reverse_starts: how far the curriculum level (0 = box on the goal, 1 = the task's "
+        "own starts) moves each time curriculum_success is reached",
     )
     # demonstrations
     demos: str | None = _f(None, "dataset directory of demonstrations (deploy.dataset format)")
@@ -255,6 +260,8 @@ class HerConfig:
             raise Sim2PiError(
                 f"curriculum_success must be in (0, 1], got {self.curriculum_success}"
             )
+        if not 0.0 < self.curriculum_step <= 1.0:
+            raise Sim2PiError(f"curriculum_step must be in (0, 1], got {self.curriculum_step}")
         if self.bins < 2 or self.crr_samples < 1:
             raise Sim2PiError(
                 f"bins must be >= 2 and crr_samples >= 1, got {self.bins} and {self.crr_samples}"

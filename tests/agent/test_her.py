@@ -574,6 +574,7 @@ def test_demo_options_resolve_and_bad_values_are_refused() -> None:
         ({"reverse_starts": 0.6, "near_starts": 0.5}, "add up to at most 1"),
         ({"reverse_starts": -0.1}, "must be >= 0"),
         ({"curriculum_success": 0.0}, r"curriculum_success must be in \(0, 1\]"),
+        ({"curriculum_step": 1.5}, r"curriculum_step must be in \(0, 1\]"),
         ({"shaping": -1.0}, "shaping must be >= 0"),
     ):
         with pytest.raises(Sim2PiError, match=match):

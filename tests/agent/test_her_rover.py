@@ -431,6 +431,32 @@ def test_curriculum_counts_episodes_and_its_level_reaches_the_workers() -> None:
         procs.close()
 
 
+def test_train_moves_the_curriculum_by_its_step() -> None:
+    """--curriculum-step reaches the schedule: every start from the curriculum, whose level-0
+    starts are successes at once, so with a tiny threshold the level rises by 0.25 at each poll
+    and the evaluations record levels on that grid (the default 0.1 would not)."""
+    res = train(
+        HerConfig(
+            task="push",
+            envs=4,
+            workers=0,
+            total_steps=4000,  # the curriculum is polled every 2000 env steps
+            learning_starts=4000,
+            eval_every=2000,
+            eval_episodes=1,
+            eval_envs=1,
+            reverse_starts=1.0,
+            curriculum_success=0.01,
+            curriculum_step=0.25,
+            log_every=1e9,
+        )
+    )
+    levels = [h["curriculum_level"] for h in res.history]
+    assert levels[-1] > 0.0, levels
+    assert all(abs(lv * 4 - round(lv * 4)) < 1e-9 for lv in levels), levels
+    assert any(abs(lv - 0.25) < 1e-9 or abs(lv - 0.75) < 1e-9 for lv in levels), levels
+
+
 def test_training_episodes_can_end_where_the_rewards_put_the_goal() -> None:
     """episode_end='reward': the training env no longer ends on its own (estimate) test but where
     the reward's keys are all true; the default keeps the env's own end, as evaluation does."""
