@@ -109,8 +109,8 @@ class HerConfig:
         "env",
         "where training episodes end on success: env (the env's own test, on the robot's estimate "
         "for push, as on the Pi) | reward (where the rewards put the goal reached: the true box "
-        "with reward_on truth, truth and estimate with both; the same as env with estimate). "
-        "Evaluation always uses the env's own test",
+        "with reward_on truth, truth and estimate with both and staged; the same as env with "
+        "estimate). Evaluation always uses the env's own test",
     )
     shaping: float = _f(
         0.0,
