@@ -256,12 +256,9 @@ class HerConfig:
             raise Sim2PiError(f"episode_end must be 'env' or 'reward', got '{self.episode_end}'")
         if self.shaping < 0:
             raise Sim2PiError(f"shaping must be >= 0, got {self.shaping}")
-        if not 0.0 < self.curriculum_success <= 1.0:
-            raise Sim2PiError(
-                f"curriculum_success must be in (0, 1], got {self.curriculum_success}"
-            )
-        if not 0.0 < self.curriculum_step <= 1.0:
-            raise Sim2PiError(f"curriculum_step must be in (0, 1], got {self.curriculum_step}")
+        for name in ("curriculum_success", "curriculum_step"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise Sim2PiError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.bins < 2 or self.crr_samples < 1:
             raise Sim2PiError(
                 f"bins must be >= 2 and crr_samples >= 1, got {self.bins} and {self.crr_samples}"
